@@ -1,0 +1,107 @@
+"""The hosting platform: shared hosting, mail, e-shops, site builders, DNS, support plans.
+
+    PlatformError
+     └── PlatformUnavailable   (retried)
+
+Switching a service off and on, deleting it, purging its provider backup and restoring it from
+that backup. Multihosting and VMS act on every subserver. Each call is idempotent, so an
+activity retry is harmless.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Protocol
+
+from pydantic import BaseModel
+from temporalio import activity
+
+
+class PlatformAction(StrEnum):
+    BLOCK = "block"
+    UNBLOCK = "unblock"
+    DELETE = "delete"
+    PURGE_BACKUPS = "purge_backups"
+    RESTORE = "restore"
+
+
+class PlatformActionInput(BaseModel):
+    idempotency_key: str
+    service_id: str
+    product: str
+    subservers: list[str] = []
+    reason: str = ""
+    mail_bounces: bool = False
+    """Blocked mailboxes bounce incoming mail (SPEC §4); Exchange keeps delivering."""
+
+
+class PlatformActionResult(BaseModel):
+    action: PlatformAction
+    targets: list[str]
+    changed: bool
+
+
+class PlatformError(Exception):
+    """Root of the platform adapter's errors."""
+
+
+class PlatformUnavailable(PlatformError):
+    """The control panel cannot be reached now."""
+
+
+class HostingPlatform(Protocol):
+    async def apply(self, action: PlatformAction, target: str, request: PlatformActionInput) -> bool: ...
+
+
+class RecordingPlatform:
+    """Keeps each target's switch state in memory; what the simulator and tests use."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.state: dict[str, str] = {}
+
+    async def apply(self, action: PlatformAction, target: str, request: PlatformActionInput) -> bool:
+        self.calls.append((action.value, target))
+        after = {
+            PlatformAction.BLOCK: "blocked",
+            PlatformAction.UNBLOCK: "active",
+            PlatformAction.DELETE: "deleted",
+            PlatformAction.PURGE_BACKUPS: "purged",
+            PlatformAction.RESTORE: "active",
+        }[action]
+        changed = self.state.get(target) != after
+        self.state[target] = after
+        return changed
+
+
+class PlatformActivities:
+    def __init__(self, platform: HostingPlatform) -> None:
+        self.platform = platform
+
+    async def _each(self, action: PlatformAction, request: PlatformActionInput) -> PlatformActionResult:
+        targets = [request.service_id, *request.subservers]
+        changed = False
+        for target in targets:
+            changed = await self.platform.apply(action, target, request) or changed
+        activity.logger.info("platform action", extra={"action": action.value, "targets": targets})
+        return PlatformActionResult(action=action, targets=targets, changed=changed)
+
+    @activity.defn
+    async def block_service(self, request: PlatformActionInput) -> PlatformActionResult:
+        return await self._each(PlatformAction.BLOCK, request)
+
+    @activity.defn
+    async def unblock_service(self, request: PlatformActionInput) -> PlatformActionResult:
+        return await self._each(PlatformAction.UNBLOCK, request)
+
+    @activity.defn
+    async def delete_service(self, request: PlatformActionInput) -> PlatformActionResult:
+        return await self._each(PlatformAction.DELETE, request)
+
+    @activity.defn
+    async def purge_backups(self, request: PlatformActionInput) -> PlatformActionResult:
+        return await self._each(PlatformAction.PURGE_BACKUPS, request)
+
+    @activity.defn
+    async def restore_service(self, request: PlatformActionInput) -> PlatformActionResult:
+        return await self._each(PlatformAction.RESTORE, request)

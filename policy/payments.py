@@ -1,0 +1,100 @@
+"""SPEC §3 as a pure decision: what happens to one incoming payment.
+
+A payment renews only with the variable symbol of the currently open invoice and the exact
+amount; anything else is held for the billing department with the reason, a payment for a
+service that no longer exists is returned, and a payment id seen before is a duplicate.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+
+from policy.money import Money, VariableSymbol
+
+
+class InvoicePurpose(StrEnum):
+    RENEWAL = "renewal"
+    RESTORE = "restore"
+    REDEMPTION = "redemption"
+    UNBLOCK_FEE = "unblock_fee"
+
+
+class InvoiceState(StrEnum):
+    OPEN = "open"
+    PAID = "paid"
+    CANCELLED = "cancelled"
+
+
+class InvoiceRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    variable_symbol: VariableSymbol
+    amount: Money
+    issued_on: date
+    due_on: date
+    purpose: InvoicePurpose
+    period: str
+    status: InvoiceState = InvoiceState.OPEN
+    cancel_reason: str | None = None
+
+
+class PaymentResult(StrEnum):
+    APPLIED = "applied"
+    HELD = "held"
+    RETURNED = "returned"
+    DUPLICATE = "duplicate"
+
+
+class PaymentDecision(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    result: PaymentResult
+    reason: str
+    invoice: InvoiceRecord | None = None
+
+
+def decide_payment(
+    variable_symbol: str,
+    amount: Decimal,
+    invoices: list[InvoiceRecord],
+    *,
+    service_gone: bool,
+    already_seen: PaymentResult | None = None,
+) -> PaymentDecision:
+    """Decide one payment. `service_gone`: deleted, closed or released (restore invoices aside)."""
+    if already_seen is not None:
+        return PaymentDecision(result=PaymentResult.DUPLICATE, reason=f"payment already {already_seen.value}")
+    invoice = next((i for i in reversed(invoices) if i.variable_symbol == variable_symbol), None)
+    restore_open = invoice is not None and invoice.status is InvoiceState.OPEN and invoice.purpose in (
+        InvoicePurpose.RESTORE,
+        InvoicePurpose.REDEMPTION,
+    )
+    if service_gone and not restore_open:
+        return PaymentDecision(result=PaymentResult.RETURNED, reason="service deleted: payment returned to the payer")
+    if invoice is None:
+        return PaymentDecision(
+            result=PaymentResult.HELD, reason=f"unknown variable symbol {variable_symbol} for this service"
+        )
+    if invoice.status is InvoiceState.CANCELLED:
+        return PaymentDecision(
+            result=PaymentResult.HELD,
+            reason=f"stale variable symbol {variable_symbol}: invoice cancelled ({invoice.cancel_reason or 'reissued'})",
+            invoice=invoice,
+        )
+    if invoice.status is InvoiceState.PAID:
+        return PaymentDecision(
+            result=PaymentResult.HELD,
+            reason=f"stale variable symbol {variable_symbol}: invoice already paid",
+            invoice=invoice,
+        )
+    if amount != invoice.amount:
+        return PaymentDecision(
+            result=PaymentResult.HELD,
+            reason=f"amount {amount} does not match invoice amount {invoice.amount}",
+            invoice=invoice,
+        )
+    return PaymentDecision(result=PaymentResult.APPLIED, reason=f"pays invoice {variable_symbol}", invoice=invoice)

@@ -1,0 +1,56 @@
+"""Handing services to hostlife: resolve terms from the catalog and start their workflows."""
+
+from __future__ import annotations
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+
+from policy.catalog import Catalog, ProductKind, default_catalog
+from policy.clock import Clock
+from workflows import TASK_QUEUE, search_attributes as sa, service_workflow_id
+from workflows.models import ServiceSpec, SubscriptionInput
+from workflows.subscription import SubscriptionWorkflow
+
+
+def subscription_input(spec: ServiceSpec, catalog: Catalog | None = None, clock: Clock | None = None) -> SubscriptionInput:
+    """The start input of a service: its terms resolved now, so later catalog edits never replay differently."""
+    profile = (catalog or default_catalog()).profile(spec.profile)
+    terms = profile.terms(spec.product)
+    tld = profile.tld_rules(spec.name) if terms.kind is ProductKind.DOMAIN else None
+    if spec.period not in terms.periods:
+        raise ValueError(f"{terms.title} cannot be billed for {spec.period}; allowed: {', '.join(terms.periods)}")
+    return SubscriptionInput(spec=spec, terms=terms, tld=tld, clock=clock or Clock(time_zone=terms.time_zone))
+
+
+async def start_service(
+    client: Client,
+    spec: ServiceSpec,
+    *,
+    catalog: Catalog | None = None,
+    clock: Clock | None = None,
+    task_queue: str = TASK_QUEUE,
+) -> WorkflowHandle[SubscriptionWorkflow, object]:
+    start = subscription_input(spec, catalog, clock)
+    assert start.terms is not None and start.clock is not None
+    attributes = TypedSearchAttributes(
+        [
+            SearchAttributePair(sa.SERVICE_ID, spec.service_id),
+            SearchAttributePair(sa.PRODUCT, spec.product),
+            SearchAttributePair(sa.PROFILE, spec.profile),
+            SearchAttributePair(sa.CUSTOMER_ID, spec.customer.id),
+            SearchAttributePair(sa.EXPIRES_ON, start.clock.instant(spec.expires_on)),
+        ]
+    )
+    return await client.start_workflow(
+        SubscriptionWorkflow.run,
+        start,
+        id=service_workflow_id(spec.service_id),
+        task_queue=task_queue,
+        search_attributes=attributes,
+        static_summary=f"{start.terms.title} {spec.name or spec.service_id} of customer {spec.customer.id}",
+        static_details=(
+            f"service {spec.service_id} · product {spec.product} · profile {spec.profile} · "
+            f"customer {spec.customer.id} · {spec.price} {start.terms.currency} per {spec.period}"
+        ),
+    )
+

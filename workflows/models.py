@@ -1,0 +1,221 @@
+"""Inputs, messages, state and results of the subscription workflow (no temporalio here)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from policy.catalog import Terms, TldRules
+from policy.clock import Clock
+from policy.money import Money
+from policy.payments import InvoiceRecord, PaymentResult
+
+
+class ServiceState(StrEnum):
+    """SPEC §2. `suspended`, `parked` and `cancelled` are side states over the billing state."""
+
+    ACTIVE = "active"
+    EXPIRED = "expired"
+    BLOCKED = "blocked"
+    SUSPENDED = "suspended"
+    PARKED = "parked"
+    CANCELLED = "cancelled"
+    DELETED = "deleted"
+    CLOSED = "closed"
+    OUTZONE = "outzone"
+    REDEMPTION = "redemption"
+    QUARANTINE = "quarantine"
+    RELEASED = "released"
+
+
+GONE = frozenset({ServiceState.DELETED, ServiceState.CLOSED, ServiceState.RELEASED})
+FINAL = frozenset({ServiceState.CLOSED, ServiceState.RELEASED})
+
+
+class Customer(BaseModel):
+    id: str
+    email: str
+    language: str = "cs"
+    name: str = ""
+
+
+class ServiceSpec(BaseModel):
+    """What the starter knows about a service when it hands it to hostlife."""
+
+    service_id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+    customer: Customer
+    product: str
+    profile: str = "default"
+    name: str = ""
+    """Domain name for domains, a label for anything else."""
+    price: Money
+    """Price of one `period`, in the profile's currency."""
+    period: str = "P1Y"
+    expires_on: date
+    node: str = "node-1"
+    """Hypervisor node of a VPS/APS."""
+    subservers: list[str] = []
+    auto_renew: bool = False
+    parking_price: Money | None = None
+    first_licence: bool = False
+    invoice_lead_days: int | None = Field(default=None, ge=1, le=90)
+
+
+class Suspension(BaseModel):
+    reason: str
+    since: date
+    repeat: bool
+    remedy_declared: bool = False
+    fee_variable_symbol: str | None = None
+
+
+class JournalEntry(BaseModel):
+    """One line of the service's audit trail (and of `hostlife simulate`'s output)."""
+
+    sequence: int
+    at: datetime
+    kind: str
+    data: dict[str, Any] = {}
+
+
+class PaymentOutcome(BaseModel):
+    payment_id: str
+    result: PaymentResult
+    reason: str
+    variable_symbol: str
+    amount: Money
+    service_id: str
+
+
+class SubscriptionState(BaseModel):
+    """Everything the workflow knows; carried whole across continue-as-new."""
+
+    spec: ServiceSpec
+    terms: Terms
+    tld: TldRules | None = None
+    clock: Clock
+    yearly_price: Money
+    price: Money
+    """Price of one current period."""
+    period: str
+    next_period: str | None = None
+    expires_on: date
+    billing_state: ServiceState = ServiceState.ACTIVE
+    suspension: Suspension | None = None
+    suspensions_on: list[date] = []
+    parked: bool = False
+    powered_on: bool = True
+    cancel_effective_on: date | None = None
+    deferral_until: date | None = None
+    deleted_on: date | None = None
+    backup_until: date | None = None
+    restorable: bool = True
+    done: list[str] = []
+    invoices: list[InvoiceRecord] = []
+    invoice_reissues: int = 0
+    payments: dict[str, PaymentResult] = {}
+    journal: list[JournalEntry] = []
+    journal_sequence: int = 0
+    shown_state: ServiceState | None = None
+    renewals: int = 0
+    runs: int = 1
+    mail_failures: int = 0
+    last_error: str | None = None
+
+
+class SubscriptionInput(BaseModel):
+    """Start a new service from `spec`, or carry `state` over from the previous run."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    spec: ServiceSpec | None = None
+    terms: Terms | None = None
+    tld: TldRules | None = None
+    clock: Clock | None = None
+    state: SubscriptionState | None = None
+
+
+class SubscriptionResult(BaseModel):
+    service_id: str
+    final_state: ServiceState
+    expires_on: date
+    renewals: int
+
+
+class PaymentRequest(BaseModel):
+    """The update form of a payment, for callers that need the outcome."""
+
+    payment_id: str
+    variable_symbol: str
+    amount: Money
+    received_at: datetime | None = None
+
+
+class BillingDetailsChanged(BaseModel):
+    reason: str = "billing details changed"
+
+
+class ChangePeriod(BaseModel):
+    period: str
+
+
+class CancelRequest(BaseModel):
+    on: date | None = None
+    reason: str = "customer request"
+
+
+class SuspendRequest(BaseModel):
+    reason: str = Field(min_length=1)
+    severe: bool = False
+
+
+class ResolveRequest(BaseModel):
+    note: str = "customer declared the remedy"
+
+
+class DeferralRequest(BaseModel):
+    days: int = Field(ge=1, le=365)
+    by_support: bool = False
+
+
+class RestoreRequest(BaseModel):
+    note: str = ""
+
+
+class CommandResult(BaseModel):
+    """What an update did, in one line, plus the invoice it issued if any."""
+
+    message: str
+    variable_symbol: str | None = None
+    amount: Decimal | None = None
+
+
+class UpcomingMilestone(BaseModel):
+    kind: str
+    on: date
+    at: datetime
+
+
+class ServiceStatus(BaseModel):
+    service_id: str
+    product: str
+    profile: str
+    customer_id: str
+    state: ServiceState
+    expires_on: date
+    period: str
+    price: Money
+    open_invoice: InvoiceRecord | None
+    invoices: list[InvoiceRecord]
+    upcoming: list[UpcomingMilestone]
+    details: str
+    suspension: Suspension | None
+    parked: bool
+    deferral_until: date | None
+    cancel_effective_on: date | None
+    backup_until: date | None
+    renewals: int

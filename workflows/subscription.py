@@ -1,0 +1,1171 @@
+"""SubscriptionWorkflow: the whole life of one service, as one durable workflow.
+
+It walks the timeline that `policy.timeline` computes from the service's terms and expiry date,
+sleeping until the next milestone with a timer that any message interrupts. Payments arrive as
+a signal (or an update, for callers that need the outcome); commands arrive as updates whose
+validators refuse bad requests before they reach history. Every side effect is an activity with
+an idempotency key built from workflow facts. History stays bounded: the workflow continues as
+new after each renewal and whenever the server suggests it, carrying its whole state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.billing import (
+        BillingActivities,
+        CancelInvoiceInput,
+        HoldPaymentInput,
+        IssueInvoiceInput,
+        MarkInvoicePaidInput,
+        PaymentReceived,
+        ReturnPaymentInput,
+    )
+    from activities.hypervisor import HypervisorActivities, VmActionInput, node_task_queue
+    from activities.mailer import MailActivities, NoticeFacts, NoticeKind, SendNoticeInput
+    from activities.platform import PlatformActionInput, PlatformActivities
+    from activities.registrar import RegistrarActivities, RenewDomainInput, RestoreDomainInput
+    from policy.catalog import ProductKind
+    from policy.clock import Clock
+    from policy.money import normalize_variable_symbol
+    from policy.payments import (
+        InvoicePurpose,
+        InvoiceRecord,
+        InvoiceState,
+        PaymentResult,
+        decide_payment,
+    )
+    from policy.periods import add_period, parse_period
+    from policy.pricing import price_for_period, round_money, yearly_price_from
+    from policy.timeline import (
+        CycleFacts,
+        Milestone,
+        MilestoneKind,
+        block_day,
+        deletion_day,
+        is_stale,
+        next_milestone,
+        timeline,
+    )
+    from workflows import search_attributes as sa
+    from workflows.models import (
+        FINAL,
+        GONE,
+        BillingDetailsChanged,
+        CancelRequest,
+        ChangePeriod,
+        CommandResult,
+        DeferralRequest,
+        JournalEntry,
+        PaymentOutcome,
+        PaymentRequest,
+        ResolveRequest,
+        RestoreRequest,
+        ServiceState,
+        ServiceStatus,
+        SubscriptionInput,
+        SubscriptionResult,
+        SubscriptionState,
+        SuspendRequest,
+        Suspension,
+        UpcomingMilestone,
+    )
+
+JOURNAL_LIMIT = 500
+PAYMENT_MEMORY = 200
+INVOICE_MEMORY = 30
+
+BILLING_OPTIONS: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(seconds=30),
+    "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=5)),
+}
+MAIL_OPTIONS: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(seconds=60),
+    # A mail outage must not stall the lifecycle: bounded retries, then the milestone goes on.
+    "retry_policy": RetryPolicy(
+        initial_interval=timedelta(seconds=10),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(minutes=30),
+        maximum_attempts=8,
+        non_retryable_error_types=["MailPermanentError"],
+    ),
+}
+PLATFORM_OPTIONS: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(minutes=5),
+    "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=10)),
+}
+REGISTRAR_OPTIONS: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(minutes=2),
+    "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=10), non_retryable_error_types=["RegistrarRefused"]),
+}
+HYPERVISOR_OPTIONS: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(minutes=10),
+    "heartbeat_timeout": None,
+    "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=10), non_retryable_error_types=["VmNotFound"]),
+}
+
+
+def initial_state(start: SubscriptionInput) -> SubscriptionState:
+    """The state of a service handed to hostlife: active, its terms fixed at start."""
+    if start.spec is None or start.terms is None or start.clock is None:
+        raise ValueError("a new subscription needs spec, terms and clock")
+    spec, terms = start.spec, start.terms
+    expires_on = spec.expires_on
+    if terms.free_months_first_licence and spec.first_licence:
+        expires_on = add_period(expires_on, f"P{terms.free_months_first_licence}M")
+    return SubscriptionState(
+        spec=spec,
+        terms=terms,
+        tld=start.tld,
+        clock=start.clock,
+        yearly_price=yearly_price_from(spec.price, spec.period, terms.monthly_surcharge_percent),
+        price=spec.price,
+        period=spec.period,
+        expires_on=expires_on,
+    )
+
+
+@workflow.defn
+class SubscriptionWorkflow:
+    @workflow.init
+    def __init__(self, start: SubscriptionInput) -> None:
+        self.new = start.state is None
+        self.state = start.state if start.state is not None else initial_state(start)
+        self.lock = asyncio.Lock()
+        self.woken = False
+        self.continue_pending = False
+        self.upserted: dict[str, Any] = {}
+
+    # ---------------------------------------------------------------- run
+
+    @workflow.run
+    async def run(self, start: SubscriptionInput) -> SubscriptionResult:
+        if self.new:
+            self._record("state", {"state": self._shown_state().value, "reason": "service started"})
+            self.state.shown_state = self._shown_state()
+        self._refresh()
+        while (milestone := self._next_milestone()) is not None:
+            if await self._sleep_until(self._instant(milestone)):
+                if self._should_continue_as_new():
+                    break
+                continue
+            async with self.lock:
+                if self._next_milestone() != milestone:
+                    continue
+                await self._apply(milestone)
+                self._refresh()
+            if self._should_continue_as_new():
+                break
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        if self._next_milestone() is not None or self.continue_pending:
+            self._continue_as_new()
+        return SubscriptionResult(
+            service_id=self.state.spec.service_id,
+            final_state=self._shown_state(),
+            expires_on=self.state.expires_on,
+            renewals=self.state.renewals,
+        )
+
+    def _should_continue_as_new(self) -> bool:
+        return self.continue_pending or workflow.info().is_continue_as_new_suggested()
+
+    def _continue_as_new(self) -> None:
+        state = self.state
+        state.journal = state.journal[-JOURNAL_LIMIT:]
+        state.payments = dict(list(state.payments.items())[-PAYMENT_MEMORY:])
+        state.invoices = state.invoices[-INVOICE_MEMORY:]
+        state.runs += 1
+        workflow.continue_as_new(SubscriptionInput(state=state))
+
+    async def _sleep_until(self, at: datetime) -> bool:
+        """Sleep until `at`; True when a message woke us first (the facts may have changed)."""
+        delay = at - workflow.now()
+        if delay <= timedelta(0):
+            return False
+        self.woken = False
+        try:
+            await workflow.wait_condition(lambda: self.woken, timeout=delay, timeout_summary=self._details())
+        except TimeoutError:
+            return False
+        return True
+
+    def _wake(self) -> None:
+        self.woken = True
+
+    # ---------------------------------------------------------------- time and timeline
+
+    @property
+    def clock(self) -> Clock:
+        return self.state.clock
+
+    def _today(self) -> date:
+        return self.clock.today(workflow.now())
+
+    def _instant(self, milestone: Milestone) -> datetime:
+        return self.clock.instant(milestone.on, milestone.at)
+
+    def _facts(self) -> CycleFacts:
+        return CycleFacts(
+            expires_on=self.state.expires_on,
+            deferral_until=self.state.deferral_until,
+            cancel_effective_on=self.state.cancel_effective_on,
+            invoice_lead_days=self.state.spec.invoice_lead_days,
+        )
+
+    def _next_milestone(self) -> Milestone | None:
+        state = self.state
+        if state.billing_state in FINAL:
+            return None
+        if state.billing_state is ServiceState.DELETED:
+            purge_on = state.backup_until or self._today()
+            purge = Milestone(
+                kind=MilestoneKind.PURGE,
+                on=purge_on,
+                at=state.terms.time_of("purge"),
+                offset=(purge_on - state.expires_on).days,
+            )
+            return None if purge.key in state.done else purge
+        return next_milestone(state.terms, self._facts(), state.done, state.tld)
+
+    def _upcoming(self, limit: int = 6) -> list[Milestone]:
+        state = self.state
+        if state.billing_state in FINAL:
+            return []
+        if state.billing_state is ServiceState.DELETED:
+            nxt = self._next_milestone()
+            return [nxt] if nxt else []
+        items = [m for m in timeline(state.terms, self._facts(), state.tld) if m.key not in state.done]
+        return items[:limit]
+
+    # ---------------------------------------------------------------- milestones
+
+    async def _apply(self, milestone: Milestone) -> None:
+        state = self.state
+        at = self._instant(milestone)
+        state.done.append(milestone.key)
+        if is_stale(milestone, self._today()):
+            self._record("skipped", {"milestone": milestone.kind.value, "reason": "overdue notice"}, at)
+            return
+        kind = milestone.kind
+        open_renewal = self._open_invoice(InvoicePurpose.RENEWAL)
+        if kind is MilestoneKind.ISSUE_INVOICE:
+            if open_renewal is None:
+                await self._issue_invoice(InvoicePurpose.RENEWAL, self._renewal_amount(), state.expires_on, at)
+        elif kind is MilestoneKind.REMINDER:
+            if open_renewal is not None:
+                await self._notify(
+                    NoticeKind.REMINDER,
+                    milestone.key,
+                    at,
+                    self._invoice_facts(open_renewal, days_before=-milestone.offset),
+                )
+        elif kind is MilestoneKind.EXPIRE:
+            self._set_billing_state(ServiceState.EXPIRED, "unpaid after the expiry date", at)
+            await self._notify(NoticeKind.SERVICE_EXPIRED, milestone.key, at, self._invoice_facts(open_renewal))
+        elif kind is MilestoneKind.BLOCK:
+            self._set_billing_state(ServiceState.BLOCKED, "unpaid", at)
+            await self._sync_power(at, milestone.key)
+            await self._notify(NoticeKind.SERVICE_BLOCKED, milestone.key, at, self._invoice_facts(open_renewal))
+        elif kind is MilestoneKind.DELETION_WARNING:
+            await self._notify(NoticeKind.DELETION_WARNING, milestone.key, at, self._invoice_facts(open_renewal))
+        elif kind is MilestoneKind.CANCEL:
+            await self._cancel_open_invoices("service cancelled", at)
+            self._set_billing_state(ServiceState.CANCELLED, "cancelled at the customer's request", at)
+            await self._sync_power(at, milestone.key)
+            await self._notify(NoticeKind.CANCELLED, milestone.key, at, self._base_facts())
+        elif kind is MilestoneKind.DELETE:
+            await self._delete(at, milestone.key, "unpaid" if state.cancel_effective_on is None else "cancelled")
+        elif kind is MilestoneKind.PURGE:
+            await self._purge(at, milestone.key)
+        elif kind is MilestoneKind.ZONE_REMOVE:
+            self._record("registrar", {"action": "zone_remove"}, at)
+            self._set_billing_state(ServiceState.OUTZONE, "removed from the DNS zone", at)
+        elif kind in (MilestoneKind.REDEMPTION, MilestoneKind.QUARANTINE):
+            await self._enter_paid_restore(kind, at, milestone.key)
+        elif kind is MilestoneKind.RELEASE:
+            await self._cancel_open_invoices("domain released by the registry", at)
+            self._record("registrar", {"action": "release"}, at)
+            self._set_billing_state(ServiceState.RELEASED, "released by the registry", at)
+
+    async def _delete(self, at: datetime, key: str, reason: str, restorable: bool = True) -> None:
+        state = self.state
+        await self._cancel_open_invoices("service deleted", at)
+        await self._service_action("delete", at, key)
+        today = self.clock.today(at)
+        state.deleted_on = today
+        retention = state.terms.backup_retention_days if (restorable and state.terms.restore_allowed) else 0
+        state.restorable = restorable and state.terms.restore_allowed and retention > 0
+        state.backup_until = today + timedelta(days=retention)
+        state.powered_on = False
+        self._set_billing_state(ServiceState.DELETED, reason, at)
+        facts = self._base_facts().model_copy(update={"backup_until": state.backup_until if state.restorable else None})
+        await self._notify(NoticeKind.SERVICE_DELETED, key, at, facts)
+        if state.restorable:
+            await self._notify(NoticeKind.RESTORE_OFFER, key, at, facts.model_copy(update={"fee": self._restore_fee()}))
+
+    async def _purge(self, at: datetime, key: str) -> None:
+        await self._cancel_open_invoices("provider backup purged", at)
+        await self._service_action("purge_backups", at, key)
+        self.state.restorable = False
+        self._set_billing_state(ServiceState.CLOSED, "provider backup purged", at)
+
+    async def _enter_paid_restore(self, kind: MilestoneKind, at: datetime, key: str) -> None:
+        state = self.state
+        assert state.tld is not None
+        await self._cancel_open_invoices(f"domain entered {kind.value}: only a paid restore renews it", at)
+        target = ServiceState.REDEMPTION if kind is MilestoneKind.REDEMPTION else ServiceState.QUARANTINE
+        self._set_billing_state(target, f"registry {kind.value} period", at)
+        amount = round_money(state.price + state.tld.restore_fee)
+        release_on = state.expires_on + timedelta(days=state.tld.release_day)
+        await self._issue_invoice(InvoicePurpose.REDEMPTION, amount, release_on - timedelta(days=1), at)
+
+    # ---------------------------------------------------------------- state
+
+    def _shown_state(self) -> ServiceState:
+        state = self.state
+        if state.billing_state in GONE:
+            return state.billing_state
+        if state.suspension is not None:
+            return ServiceState.SUSPENDED
+        if state.parked and state.billing_state is ServiceState.ACTIVE:
+            return ServiceState.PARKED
+        return state.billing_state
+
+    def _set_billing_state(self, new: ServiceState, reason: str, at: datetime) -> None:
+        self.state.billing_state = new
+        self._note_state(reason, at)
+
+    def _note_state(self, reason: str, at: datetime | None = None) -> None:
+        shown = self._shown_state()
+        if shown != self.state.shown_state:
+            self.state.shown_state = shown
+            self._record("state", {"state": shown.value, "reason": reason}, at)
+            workflow.logger.info(
+                "service state changed",
+                extra={"service_id": self.state.spec.service_id, "state": shown.value, "reason": reason},
+            )
+
+    def _record(self, kind: str, data: dict[str, Any], at: datetime | None = None) -> None:
+        state = self.state
+        state.journal_sequence += 1
+        state.journal.append(
+            JournalEntry(sequence=state.journal_sequence, at=at or workflow.now(), kind=kind, data=data)
+        )
+        if len(state.journal) > 2 * JOURNAL_LIMIT:
+            state.journal = state.journal[-JOURNAL_LIMIT:]
+
+    def _refresh(self) -> None:
+        """Keep the Web UI current: search attributes (only when they change) and current details."""
+        state = self.state
+        wanted: dict[str, Any] = {
+            sa.SERVICE_STATE.name: self._shown_state().value,
+            sa.PRODUCT.name: state.spec.product,
+            sa.PROFILE.name: state.spec.profile,
+            sa.CUSTOMER_ID.name: state.spec.customer.id,
+            sa.SERVICE_ID.name: state.spec.service_id,
+            sa.EXPIRES_ON.name: self.clock.instant(state.expires_on),
+            sa.VARIABLE_SYMBOLS.name: [i.variable_symbol for i in state.invoices[-INVOICE_MEMORY:]],
+            sa.NEEDS_ATTENTION.name: "mail_failing" if state.mail_failures else "",
+        }
+        keys = {key.name: key for key in sa.ALL}
+        updates = [
+            keys[name].value_set(value)  # type: ignore[attr-defined]
+            for name, value in wanted.items()
+            if self.upserted.get(name) != value
+        ]
+        if updates:
+            workflow.upsert_search_attributes(updates)
+            self.upserted.update(wanted)
+        workflow.set_current_details(self._details())
+
+    def _details(self) -> str:
+        """One line that says what comes next, as ops read it in the Web UI."""
+        state = self.state
+        shown = self._shown_state()
+        nxt = self._next_milestone()
+        open_invoice = self._open_invoice()
+        pay = f" unless VS {open_invoice.variable_symbol} ({open_invoice.amount} CZK) is paid" if open_invoice else ""
+        if shown in FINAL:
+            return f"{shown.value} — nothing left to do"
+        if nxt is None:
+            return f"{shown.value} — expires {state.expires_on}"
+        when = f"{nxt.kind.value.replace('_', ' ')} on {nxt.on.isoformat()}"
+        if shown is ServiceState.SUSPENDED and state.suspension:
+            return f"suspended ({state.suspension.reason}) — {when}"
+        if nxt.kind in (MilestoneKind.BLOCK, MilestoneKind.DELETE, MilestoneKind.RELEASE, MilestoneKind.EXPIRE):
+            return f"{shown.value} — {when}{pay}"
+        if nxt.kind is MilestoneKind.PURGE and state.restorable:
+            return f"{shown.value} — restorable until {nxt.on.isoformat()}, then closed"
+        return f"{shown.value} until {state.expires_on} — next: {when}"
+
+    # ---------------------------------------------------------------- side effects
+
+    def _key(self, *parts: object) -> str:
+        return ":".join([workflow.info().workflow_id, *(str(p) for p in parts)])
+
+    def _open_invoice(self, purpose: InvoicePurpose | None = None) -> InvoiceRecord | None:
+        return next(
+            (
+                i
+                for i in reversed(self.state.invoices)
+                if i.status is InvoiceState.OPEN and (purpose is None or i.purpose is purpose)
+            ),
+            None,
+        )
+
+    def _replace_invoice(self, updated: InvoiceRecord) -> None:
+        self.state.invoices = [
+            updated if i.variable_symbol == updated.variable_symbol else i for i in self.state.invoices
+        ]
+
+    def _renewal_period(self) -> str:
+        return self.state.next_period or self.state.period
+
+    def _renewal_amount(self) -> Decimal:
+        state = self.state
+        if state.parked and state.spec.parking_price is not None:
+            return state.spec.parking_price
+        if state.next_period and state.next_period != state.period:
+            return price_for_period(state.yearly_price, state.next_period, state.terms.monthly_surcharge_percent)
+        return state.price
+
+    async def _issue_invoice(
+        self, purpose: InvoicePurpose, amount: Decimal, due_on: date, at: datetime
+    ) -> InvoiceRecord:
+        state = self.state
+        state.invoice_reissues += 1
+        period = self._renewal_period()
+        invoice = await workflow.execute_activity_method(
+            BillingActivities.issue_invoice,
+            IssueInvoiceInput(
+                idempotency_key=self._key("invoice", purpose.value, state.expires_on, state.invoice_reissues),
+                service_id=state.spec.service_id,
+                customer_id=state.spec.customer.id,
+                amount=amount,
+                currency=state.terms.currency,
+                issued_on=self.clock.today(at),
+                due_on=due_on,
+                period=period,
+                description=f"{state.terms.title} {state.spec.name or state.spec.service_id} ({purpose.value})",
+            ),
+            summary=f"issue {purpose.value} invoice of {amount} {state.terms.currency} for {state.spec.service_id}",
+            **BILLING_OPTIONS,
+        )
+        record = InvoiceRecord(
+            variable_symbol=invoice.variable_symbol,
+            amount=invoice.amount,
+            issued_on=invoice.issued_on,
+            due_on=invoice.due_on,
+            purpose=purpose,
+            period=period,
+        )
+        state.invoices.append(record)
+        self._record(
+            "invoice",
+            {
+                "action": "issued",
+                "vs": record.variable_symbol,
+                "amount": str(record.amount),
+                "due": record.due_on.isoformat(),
+                "purpose": purpose.value,
+            },
+            at,
+        )
+        await self._notify(NoticeKind.INVOICE_ISSUED, f"invoice:{record.variable_symbol}", at, self._invoice_facts(record))
+        return record
+
+    async def _cancel_invoice(self, invoice: InvoiceRecord, reason: str, at: datetime) -> None:
+        await workflow.execute_activity_method(
+            BillingActivities.cancel_invoice,
+            CancelInvoiceInput(
+                service_id=self.state.spec.service_id, variable_symbol=invoice.variable_symbol, reason=reason
+            ),
+            summary=f"cancel invoice VS {invoice.variable_symbol}: {reason}",
+            **BILLING_OPTIONS,
+        )
+        self._replace_invoice(invoice.model_copy(update={"status": InvoiceState.CANCELLED, "cancel_reason": reason}))
+        self._record(
+            "invoice",
+            {
+                "action": "cancelled",
+                "vs": invoice.variable_symbol,
+                "amount": str(invoice.amount),
+                "due": invoice.due_on.isoformat(),
+                "reason": reason,
+            },
+            at,
+        )
+
+    async def _cancel_open_invoices(self, reason: str, at: datetime, purpose: InvoicePurpose | None = None) -> None:
+        for invoice in list(self.state.invoices):
+            if invoice.status is InvoiceState.OPEN and (purpose is None or invoice.purpose is purpose):
+                await self._cancel_invoice(invoice, reason, at)
+
+    async def _notify(self, kind: NoticeKind, key: str, at: datetime, facts: NoticeFacts) -> None:
+        state = self.state
+        customer = state.spec.customer
+        try:
+            await workflow.execute_activity_method(
+                MailActivities.send_notice,
+                SendNoticeInput(
+                    idempotency_key=self._key("mail", kind.value, key),
+                    service_id=state.spec.service_id,
+                    customer_id=customer.id,
+                    to=customer.email,
+                    language=customer.language,
+                    template=kind,
+                    facts=facts,
+                ),
+                summary=f"mail {kind.value} to {customer.email}",
+                **MAIL_OPTIONS,
+            )
+        except ActivityError as exc:
+            state.mail_failures += 1
+            state.last_error = f"mail {kind.value} failed: {exc.cause or exc}"
+            self._record("mail_failed", {"template": kind.value, "to": customer.email, "error": str(exc.cause)}, at)
+            workflow.logger.warning("notice not delivered", extra={"service_id": state.spec.service_id})
+            return
+        self._record("mail", {"template": kind.value, "to": customer.email}, at)
+
+    async def _service_action(self, action: str, at: datetime, key: str) -> None:
+        """Switch the service off/on, delete it or purge its backup, on whatever runs it."""
+        state = self.state
+        terms = state.terms
+        if terms.kind is ProductKind.DOMAIN:
+            return
+        if terms.on_hypervisor:
+            vm_activity = {
+                "block": HypervisorActivities.power_off_vm,
+                "unblock": HypervisorActivities.power_on_vm,
+                "delete": HypervisorActivities.delete_vm,
+                "park": HypervisorActivities.park_vm,
+                "unpark": HypervisorActivities.unpark_vm,
+                "restore": HypervisorActivities.power_on_vm,
+            }.get(action)
+            vm_action = {"block": "power_off", "unblock": "power_on", "restore": "restore"}.get(action, action)
+            if vm_activity is not None:
+                await workflow.execute_activity_method(
+                    vm_activity,
+                    VmActionInput(
+                        idempotency_key=self._key("vm", action, key),
+                        service_id=state.spec.service_id,
+                        node=state.spec.node,
+                        vm_name=state.spec.name or state.spec.service_id,
+                        addons=[f"{state.spec.service_id}-mail", f"{state.spec.service_id}-backup"],
+                    ),
+                    task_queue=node_task_queue(state.spec.node),
+                    summary=f"{vm_action.replace('_', ' ')} VPS {state.spec.service_id} on {state.spec.node}",
+                    **HYPERVISOR_OPTIONS,
+                )
+                self._record("hypervisor", {"action": vm_action, "node": state.spec.node}, at)
+                return
+            if action != "purge_backups":
+                return
+        platform_activity = {
+            "block": PlatformActivities.block_service,
+            "unblock": PlatformActivities.unblock_service,
+            "delete": PlatformActivities.delete_service,
+            "purge_backups": PlatformActivities.purge_backups,
+            "restore": PlatformActivities.restore_service,
+        }.get(action)
+        if platform_activity is None:
+            return
+        subservers = state.spec.subservers if terms.cascade_to_subservers else []
+        await workflow.execute_activity_method(
+            platform_activity,
+            PlatformActionInput(
+                idempotency_key=self._key("platform", action, key),
+                service_id=state.spec.service_id,
+                product=state.spec.product,
+                subservers=subservers,
+                mail_bounces=terms.mail_bounces_when_blocked,
+            ),
+            summary=f"{action.replace('_', ' ')} {terms.title} {state.spec.service_id}"
+            + (f" and {len(subservers)} subservers" if subservers else ""),
+            **PLATFORM_OPTIONS,
+        )
+        self._record("platform", {"action": action, "targets": [state.spec.service_id, *subservers]}, at)
+
+    async def _sync_power(self, at: datetime, key: str) -> None:
+        """Switch the service on or off so that it matches its state."""
+        state = self.state
+        if state.terms.kind is ProductKind.DOMAIN or state.billing_state in GONE:
+            return
+        should_run = (
+            state.billing_state in (ServiceState.ACTIVE, ServiceState.EXPIRED)
+            and state.suspension is None
+            and not state.parked
+        )
+        if should_run == state.powered_on:
+            return
+        await self._service_action("unblock" if should_run else "block", at, key)
+        state.powered_on = should_run
+
+    # ---------------------------------------------------------------- facts for notices
+
+    def _base_facts(self) -> NoticeFacts:
+        state = self.state
+        delete_on = deletion_day(state.terms, state.expires_on)
+        return NoticeFacts(
+            service_name=state.spec.name or state.spec.service_id,
+            product=state.terms.title,
+            expires_on=state.expires_on,
+            currency=state.terms.currency,
+            block_on=block_day(state.terms, self._facts()),
+            deletion_on=delete_on,
+        )
+
+    def _invoice_facts(self, invoice: InvoiceRecord | None, days_before: int | None = None) -> NoticeFacts:
+        facts = self._base_facts()
+        if invoice is None:
+            return facts
+        return facts.model_copy(
+            update={
+                "variable_symbol": invoice.variable_symbol,
+                "amount": invoice.amount,
+                "due_on": invoice.due_on,
+                "days_before": days_before,
+            }
+        )
+
+    def _restore_fee(self) -> Decimal:
+        state = self.state
+        terms = state.terms
+        fee = terms.restore_fee
+        if terms.restore_fee_per_subserver:
+            fee = fee * max(1, len(state.spec.subservers))
+        if terms.restore_support_hours:
+            days = (self._today() - (state.deleted_on or self._today())).days
+            hours = terms.restore_support_hours + max(0, math.ceil((days - 30) / 30))
+            fee += terms.support_hour_rate * hours
+        return round_money(fee)
+
+    # ---------------------------------------------------------------- payments
+
+    @workflow.signal
+    async def payment_received(self, payment: PaymentReceived) -> None:
+        """What payment systems send. The outcome is in the journal and the billing ledger."""
+        await self._take_payment(payment)
+
+    @workflow.update
+    async def submit_payment(self, request: PaymentRequest) -> PaymentOutcome:
+        """The same as the signal, for callers that need the outcome."""
+        payment = PaymentReceived(
+            payment_id=request.payment_id,
+            variable_symbol=request.variable_symbol,
+            amount=request.amount,
+            received_at=request.received_at or workflow.now(),
+        )
+        return await self._take_payment(payment)
+
+    @submit_payment.validator
+    def _validate_payment(self, request: PaymentRequest) -> None:
+        normalize_variable_symbol(request.variable_symbol)
+        if request.amount <= 0:
+            raise ValueError(f"amount must be positive, got {request.amount}")
+
+    async def _take_payment(self, payment: PaymentReceived) -> PaymentOutcome:
+        async with self.lock:
+            outcome = await self._decide_and_apply(payment)
+            self._refresh()
+        self._wake()
+        return outcome
+
+    async def _decide_and_apply(self, payment: PaymentReceived) -> PaymentOutcome:
+        state = self.state
+        at = workflow.now()
+        decision = decide_payment(
+            payment.variable_symbol,
+            payment.amount,
+            state.invoices,
+            service_gone=state.billing_state in GONE,
+            already_seen=state.payments.get(payment.payment_id),
+        )
+        outcome = PaymentOutcome(
+            payment_id=payment.payment_id,
+            result=decision.result,
+            reason=decision.reason,
+            variable_symbol=payment.variable_symbol,
+            amount=payment.amount,
+            service_id=state.spec.service_id,
+        )
+        line = {
+            "result": decision.result.value,
+            "reason": decision.reason,
+            "vs": payment.variable_symbol,
+            "amount": str(payment.amount),
+            "payment_id": payment.payment_id,
+        }
+        if decision.result is PaymentResult.DUPLICATE:
+            self._record("payment", line, at)
+            return outcome
+        state.payments[payment.payment_id] = decision.result
+        if decision.result is PaymentResult.HELD:
+            await workflow.execute_activity_method(
+                BillingActivities.hold_payment,
+                HoldPaymentInput(
+                    payment=payment,
+                    reason=decision.reason,
+                    service_id=state.spec.service_id,
+                    customer_id=state.spec.customer.id,
+                ),
+                summary=f"hold payment {payment.payment_id} for the billing department: {decision.reason}",
+                **BILLING_OPTIONS,
+            )
+            self._record("payment", line, at)
+            await self._notify(
+                NoticeKind.PAYMENT_HELD,
+                f"payment:{payment.payment_id}",
+                at,
+                self._base_facts().model_copy(
+                    update={
+                        "variable_symbol": payment.variable_symbol,
+                        "amount": payment.amount,
+                        "reason": decision.reason,
+                        "payment_id": payment.payment_id,
+                    }
+                ),
+            )
+            return outcome
+        if decision.result is PaymentResult.RETURNED:
+            await workflow.execute_activity_method(
+                BillingActivities.return_payment,
+                ReturnPaymentInput(payment=payment, reason=decision.reason, service_id=state.spec.service_id),
+                summary=f"return payment {payment.payment_id} to the payer: {decision.reason}",
+                **BILLING_OPTIONS,
+            )
+            self._record("payment", line, at)
+            await self._notify(
+                NoticeKind.PAYMENT_RETURNED,
+                f"payment:{payment.payment_id}",
+                at,
+                self._base_facts().model_copy(
+                    update={"amount": payment.amount, "reason": decision.reason, "payment_id": payment.payment_id}
+                ),
+            )
+            return outcome
+        invoice = decision.invoice
+        assert invoice is not None
+        await workflow.execute_activity_method(
+            BillingActivities.mark_invoice_paid,
+            MarkInvoicePaidInput(
+                service_id=state.spec.service_id,
+                variable_symbol=invoice.variable_symbol,
+                payment_id=payment.payment_id,
+            ),
+            summary=f"mark invoice VS {invoice.variable_symbol} paid by {payment.payment_id}",
+            **BILLING_OPTIONS,
+        )
+        self._replace_invoice(invoice.model_copy(update={"status": InvoiceState.PAID}))
+        self._record("payment", line, at)
+        self._record(
+            "invoice",
+            {
+                "action": "paid",
+                "vs": invoice.variable_symbol,
+                "amount": str(invoice.amount),
+                "due": invoice.due_on.isoformat(),
+            },
+            at,
+        )
+        if invoice.purpose is InvoicePurpose.UNBLOCK_FEE:
+            await self._fee_paid(at, payment.payment_id)
+        elif invoice.purpose is InvoicePurpose.RESTORE:
+            await self._restore_paid(invoice, at, payment.payment_id)
+        else:
+            await self._renew(invoice, at, payment.payment_id)
+        return outcome
+
+    async def _renew(self, invoice: InvoiceRecord, at: datetime, payment_id: str) -> None:
+        """Renew from D, never from the payment date (SPEC §3.1); switch back on if blocked."""
+        state = self.state
+        period = invoice.period
+        if state.terms.kind is ProductKind.DOMAIN:
+            if invoice.purpose is InvoicePurpose.REDEMPTION:
+                await workflow.execute_activity_method(
+                    RegistrarActivities.restore_domain,
+                    RestoreDomainInput(
+                        idempotency_key=self._key("registrar", "restore", state.expires_on),
+                        service_id=state.spec.service_id,
+                        domain_name=state.spec.name,
+                    ),
+                    summary=f"restore {state.spec.name} out of {state.billing_state.value}",
+                    **REGISTRAR_OPTIONS,
+                )
+                self._record("registrar", {"action": "redemption_restore"}, at)
+            years = max(1, parse_period(period).years)
+            result = await workflow.execute_activity_method(
+                RegistrarActivities.renew_domain,
+                RenewDomainInput(
+                    idempotency_key=self._key("registrar", "renew", state.expires_on),
+                    service_id=state.spec.service_id,
+                    domain_name=state.spec.name,
+                    current_expiry=state.expires_on,
+                    years=years,
+                ),
+                summary=f"renew {state.spec.name} for {years} year(s) from {state.expires_on}",
+                **REGISTRAR_OPTIONS,
+            )
+            self._record("registrar", {"action": "renew", "expires_on": result.new_expiry.isoformat()}, at)
+            if state.billing_state is ServiceState.OUTZONE:
+                self._record("registrar", {"action": "zone_restore"}, at)
+        if period != state.period:
+            state.price = price_for_period(state.yearly_price, period, state.terms.monthly_surcharge_percent)
+            state.period = period
+        state.next_period = None
+        state.expires_on = add_period(state.expires_on, period)
+        state.done = []
+        state.deferral_until = None
+        state.renewals += 1
+        self._record("renewed", {"expires_on": state.expires_on.isoformat(), "period": period}, at)
+        self._set_billing_state(ServiceState.ACTIVE, "renewed by payment", at)
+        await self._sync_power(at, f"renew:{payment_id}")
+        await self._notify(
+            NoticeKind.PAYMENT_RECEIVED,
+            f"payment:{payment_id}",
+            at,
+            self._invoice_facts(invoice).model_copy(update={"expires_on": state.expires_on}),
+        )
+        self.continue_pending = True
+
+    async def _restore_paid(self, invoice: InvoiceRecord, at: datetime, payment_id: str) -> None:
+        state = self.state
+        await self._service_action("restore", at, f"restore:{payment_id}")
+        today = self.clock.today(at)
+        state.expires_on = add_period(today - timedelta(days=1), invoice.period)
+        state.period = invoice.period
+        state.done = []
+        state.deleted_on = None
+        state.backup_until = None
+        state.cancel_effective_on = None
+        state.powered_on = True
+        state.renewals += 1
+        self._record("renewed", {"expires_on": state.expires_on.isoformat(), "period": invoice.period}, at)
+        self._set_billing_state(ServiceState.ACTIVE, "restored from backup", at)
+        await self._notify(NoticeKind.RESTORED, f"payment:{payment_id}", at, self._base_facts())
+        self.continue_pending = True
+
+    async def _fee_paid(self, at: datetime, payment_id: str) -> None:
+        suspension = self.state.suspension
+        if suspension is None:
+            return
+        suspension.fee_variable_symbol = None
+        if suspension.remedy_declared:
+            await self._lift_suspension(at, f"fee:{payment_id}")
+
+    async def _lift_suspension(self, at: datetime, key: str) -> None:
+        self.state.suspension = None
+        self._note_state("suspension lifted", at)
+        await self._sync_power(at, key)
+        await self._notify(NoticeKind.SUSPENSION_LIFTED, key, at, self._base_facts())
+
+    # ---------------------------------------------------------------- commands
+
+    def _refuse_if_gone(self) -> None:
+        if self.state.billing_state in GONE:
+            raise ValueError(f"service {self.state.spec.service_id} is {self.state.billing_state.value}")
+
+    @workflow.update
+    async def billing_details_changed(self, request: BillingDetailsChanged) -> CommandResult:
+        """SPEC §3.4: the open invoice is cancelled and re-issued with a new variable symbol."""
+        async with self.lock:
+            at = workflow.now()
+            old = self._open_invoice()
+            if old is None:
+                return CommandResult(message="no open invoice; nothing re-issued")
+            await self._cancel_invoice(old, request.reason, at)
+            new = await self._issue_invoice(old.purpose, old.amount, old.due_on, at)
+            self._refresh()
+        self._wake()
+        return CommandResult(
+            message=f"invoice VS {old.variable_symbol} cancelled, re-issued as VS {new.variable_symbol}",
+            variable_symbol=new.variable_symbol,
+            amount=new.amount,
+        )
+
+    @billing_details_changed.validator
+    def _validate_billing_changed(self, request: BillingDetailsChanged) -> None:
+        self._refuse_if_gone()
+
+    @workflow.update
+    async def change_period(self, request: ChangePeriod) -> CommandResult:
+        """Yearly ↔ monthly, effective from the current D: the next invoice is for the new period."""
+        async with self.lock:
+            at = workflow.now()
+            period = str(parse_period(request.period))
+            self.state.next_period = period
+            message = f"next period {period} from {self.state.expires_on + timedelta(days=1)}"
+            old = self._open_invoice(InvoicePurpose.RENEWAL)
+            if old is not None:
+                await self._cancel_invoice(old, f"period changed to {period}", at)
+                new = await self._issue_invoice(InvoicePurpose.RENEWAL, self._renewal_amount(), old.due_on, at)
+                message += f"; invoice re-issued as VS {new.variable_symbol} for {new.amount}"
+            self._refresh()
+        self._wake()
+        return CommandResult(message=message)
+
+    @change_period.validator
+    def _validate_change_period(self, request: ChangePeriod) -> None:
+        self._refuse_if_gone()
+        period = str(parse_period(request.period))
+        if period not in self.state.terms.periods:
+            allowed = ", ".join(self.state.terms.periods)
+            raise ValueError(f"{self.state.terms.title} cannot be billed for {period}; allowed: {allowed}")
+        if period == self._renewal_period():
+            raise ValueError(f"the service is already billed for {period}")
+
+    @workflow.update
+    async def cancel(self, request: CancelRequest) -> CommandResult:
+        """End the service at the customer's request, on a date or on D."""
+        async with self.lock:
+            at = workflow.now()
+            effective = min(request.on or self.state.expires_on, self.state.expires_on)
+            self.state.cancel_effective_on = effective
+            if effective <= self.state.expires_on:
+                await self._cancel_open_invoices("service cancelled by the customer", at, InvoicePurpose.RENEWAL)
+            self._record("cancel_requested", {"effective_on": effective.isoformat(), "reason": request.reason}, at)
+            self._refresh()
+        self._wake()
+        return CommandResult(message=f"service ends after {effective}, then it is deleted")
+
+    @cancel.validator
+    def _validate_cancel(self, request: CancelRequest) -> None:
+        self._refuse_if_gone()
+        today = self._today()
+        if request.on is not None and request.on < today:
+            raise ValueError(f"cannot cancel on {request.on}: that day has passed (today is {today})")
+        minimum = self.state.terms.minimum_months
+        if minimum:
+            earliest = add_period(self.state.spec.expires_on, f"P{minimum}M") - timedelta(days=31)
+            effective = request.on or self.state.expires_on
+            if effective < earliest and self.state.renewals < minimum:
+                raise ValueError(
+                    f"{self.state.terms.title} has a minimum of {minimum} months; "
+                    f"the earliest end is {earliest}"
+                )
+
+    @workflow.update
+    async def suspend_for_abuse(self, request: SuspendRequest) -> CommandResult:
+        """SPEC §5: suspend (open-ended); a severe case deletes without suspension."""
+        async with self.lock:
+            at = workflow.now()
+            state = self.state
+            today = self._today()
+            if request.severe:
+                self._record("abuse", {"severe": True, "reason": request.reason}, at)
+                await self._delete(at, f"abuse:{today}", f"severe violation: {request.reason}", restorable=False)
+                self._refresh()
+                self._wake()
+                return CommandResult(message="deleted without suspension (severe violation)")
+            window = timedelta(days=state.terms.abuse_repeat_window_days)
+            repeat = any(today - earlier <= window for earlier in state.suspensions_on)
+            state.suspensions_on = [*state.suspensions_on[-9:], today]
+            state.suspension = Suspension(reason=request.reason, since=today, repeat=repeat)
+            self._note_state(f"abuse: {request.reason}", at)
+            await self._sync_power(at, f"suspend:{today}:{len(state.suspensions_on)}")
+            fee = state.terms.abuse_unblock_fee if repeat else Decimal("0.00")
+            await self._notify(
+                NoticeKind.SUSPENDED,
+                f"suspend:{today}:{len(state.suspensions_on)}",
+                at,
+                self._base_facts().model_copy(update={"reason": request.reason, "fee": fee if repeat else None}),
+            )
+            self._refresh()
+        self._wake()
+        return CommandResult(
+            message="suspended" + (f"; repeat within the window: unblock fee {fee}" if repeat else "; first case, free")
+        )
+
+    @suspend_for_abuse.validator
+    def _validate_suspend(self, request: SuspendRequest) -> None:
+        self._refuse_if_gone()
+        if self.state.suspension is not None and not request.severe:
+            raise ValueError(f"already suspended since {self.state.suspension.since}: {self.state.suspension.reason}")
+
+    @workflow.update
+    async def resolve_abuse(self, request: ResolveRequest) -> CommandResult:
+        """The customer declared the remedy: lift, or first issue the unblock fee for a repeat."""
+        async with self.lock:
+            at = workflow.now()
+            state = self.state
+            suspension = state.suspension
+            assert suspension is not None
+            suspension.remedy_declared = True
+            if suspension.repeat and suspension.fee_variable_symbol is None and state.terms.abuse_unblock_fee > 0:
+                fee_paid = any(
+                    i.purpose is InvoicePurpose.UNBLOCK_FEE and i.status is InvoiceState.PAID and i.issued_on >= suspension.since
+                    for i in state.invoices
+                )
+                if not fee_paid:
+                    invoice = await self._issue_invoice(
+                        InvoicePurpose.UNBLOCK_FEE, state.terms.abuse_unblock_fee, self._today() + timedelta(days=14), at
+                    )
+                    suspension.fee_variable_symbol = invoice.variable_symbol
+                    self._refresh()
+                    self._wake()
+                    return CommandResult(
+                        message="remedy noted; the suspension lifts when the unblock fee is paid",
+                        variable_symbol=invoice.variable_symbol,
+                        amount=invoice.amount,
+                    )
+            if suspension.fee_variable_symbol is not None:
+                self._refresh()
+                return CommandResult(message=f"remedy noted; waiting for unblock fee VS {suspension.fee_variable_symbol}")
+            await self._lift_suspension(at, f"resolve:{suspension.since}:{len(state.suspensions_on)}")
+            self._refresh()
+        self._wake()
+        return CommandResult(message="suspension lifted")
+
+    @resolve_abuse.validator
+    def _validate_resolve(self, request: ResolveRequest) -> None:
+        self._refuse_if_gone()
+        if self.state.suspension is None:
+            raise ValueError("the service is not suspended")
+
+    @workflow.update
+    async def grant_deferral(self, request: DeferralRequest) -> CommandResult:
+        """Hostico: payment deferred up to 14 days after the due date; support may grant more."""
+        async with self.lock:
+            until = self.state.expires_on + timedelta(days=request.days)
+            self.state.deferral_until = until
+            at = workflow.now()
+            self._record("deferral", {"until": until.isoformat(), "by_support": request.by_support}, at)
+            if self.state.billing_state is ServiceState.BLOCKED and self._today() <= until:
+                self._set_billing_state(ServiceState.EXPIRED, f"payment deferred until {until}", at)
+                await self._sync_power(at, f"deferral:{until}")
+            await self._notify(
+                NoticeKind.DEFERRAL_GRANTED, f"deferral:{until}", at, self._base_facts().model_copy(update={"due_on": until})
+            )
+            self._refresh()
+        self._wake()
+        return CommandResult(message=f"payment deferred until {until}; block moves to {until + timedelta(days=1)}")
+
+    @grant_deferral.validator
+    def _validate_deferral(self, request: DeferralRequest) -> None:
+        self._refuse_if_gone()
+        terms = self.state.terms
+        if terms.deferral_max_days == 0 and not request.by_support:
+            raise ValueError(f"profile {terms.profile} has no payment deferral")
+        if request.days > terms.deferral_max_days and not request.by_support:
+            raise ValueError(f"a deferral is at most {terms.deferral_max_days} days after the due date; ask support")
+        if self._open_invoice(InvoicePurpose.RENEWAL) is None:
+            raise ValueError("there is no open invoice to defer")
+        if self.state.expires_on + timedelta(days=request.days) >= deletion_day(terms, self.state.expires_on):
+            raise ValueError("a deferral cannot reach the deletion day")
+
+    @workflow.update
+    async def park(self) -> CommandResult:
+        """VPS parking: shut down and unreachable, disk, configuration and addresses kept."""
+        async with self.lock:
+            at = workflow.now()
+            await self._service_action("park", at, f"park:{self.state.journal_sequence}")
+            self.state.parked = True
+            self.state.powered_on = False
+            self._note_state("parked at the customer's request", at)
+            await self._notify(NoticeKind.PARKED, f"park:{self.state.journal_sequence}", at, self._base_facts())
+            self._refresh()
+        self._wake()
+        price = self.state.spec.parking_price
+        return CommandResult(message="parked" + (f"; parking price {price} from the next period" if price else ""))
+
+    @park.validator
+    def _validate_park(self) -> None:
+        self._refuse_if_gone()
+        if not self.state.terms.parking_allowed:
+            raise ValueError(f"{self.state.terms.title} cannot be parked")
+        if self.state.parked:
+            raise ValueError("already parked")
+        if self._shown_state() is not ServiceState.ACTIVE:
+            raise ValueError(f"only an active service can be parked; it is {self._shown_state().value}")
+
+    @workflow.update
+    async def unpark(self) -> CommandResult:
+        async with self.lock:
+            at = workflow.now()
+            await self._service_action("unpark", at, f"unpark:{self.state.journal_sequence}")
+            self.state.parked = False
+            self.state.powered_on = True
+            self._note_state("unparked", at)
+            await self._sync_power(at, f"unpark-sync:{self.state.journal_sequence}")
+            await self._notify(NoticeKind.UNPARKED, f"unpark:{self.state.journal_sequence}", at, self._base_facts())
+            self._refresh()
+        self._wake()
+        return CommandResult(message="unparked")
+
+    @unpark.validator
+    def _validate_unpark(self) -> None:
+        self._refuse_if_gone()
+        if not self.state.parked:
+            raise ValueError("the service is not parked")
+
+    @workflow.update
+    async def restore(self, request: RestoreRequest) -> CommandResult:
+        """Restore after deletion while the provider backup exists: price of the service + fee."""
+        async with self.lock:
+            at = workflow.now()
+            existing = self._open_invoice(InvoicePurpose.RESTORE)
+            if existing is not None:
+                return CommandResult(
+                    message=f"restore invoice VS {existing.variable_symbol} is already open",
+                    variable_symbol=existing.variable_symbol,
+                    amount=existing.amount,
+                )
+            amount = round_money(self.state.price + self._restore_fee())
+            backup_until = self.state.backup_until or self._today()
+            invoice = await self._issue_invoice(InvoicePurpose.RESTORE, amount, backup_until, at)
+            self._refresh()
+        self._wake()
+        return CommandResult(
+            message=f"restore invoice issued; pay by {backup_until} while the backup exists",
+            variable_symbol=invoice.variable_symbol,
+            amount=invoice.amount,
+        )
+
+    @restore.validator
+    def _validate_restore(self, request: RestoreRequest) -> None:
+        state = self.state
+        if state.billing_state is not ServiceState.DELETED:
+            raise ValueError(f"only a deleted service can be restored; it is {self._shown_state().value}")
+        if not state.terms.restore_allowed:
+            raise ValueError(f"{state.terms.title} cannot be restored after deletion")
+        if not state.restorable or (state.backup_until is not None and self._today() > state.backup_until):
+            raise ValueError("the provider backup no longer exists")
+
+    # ---------------------------------------------------------------- queries
+
+    @workflow.query
+    def status(self) -> ServiceStatus:
+        state = self.state
+        return ServiceStatus(
+            service_id=state.spec.service_id,
+            product=state.spec.product,
+            profile=state.spec.profile,
+            customer_id=state.spec.customer.id,
+            state=self._shown_state(),
+            expires_on=state.expires_on,
+            period=state.period,
+            price=state.price,
+            open_invoice=self._open_invoice(),
+            invoices=state.invoices,
+            upcoming=[UpcomingMilestone(kind=m.kind.value, on=m.on, at=self._instant(m)) for m in self._upcoming()],
+            details=self._details(),
+            suspension=state.suspension,
+            parked=state.parked,
+            deferral_until=state.deferral_until,
+            cancel_effective_on=state.cancel_effective_on,
+            backup_until=state.backup_until,
+            renewals=state.renewals,
+        )
+
+    @workflow.query
+    def journal(self, since: int = 0) -> list[JournalEntry]:
+        return [entry for entry in self.state.journal if entry.sequence > since]
