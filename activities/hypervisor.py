@@ -2,21 +2,40 @@
 
     HypervisorError
      ├── HypervisorUnavailable   (retried: the node or its libvirt daemon cannot be reached)
-     └── VmNotFound              (not retried where it matters; deleting a missing VM succeeds)
+     ├── VmNotFound              (not retried where it matters; deleting a missing VM succeeds)
+     └── ImageNotFound           (not retried: reinstall named an OS image the node does not have)
 
 Every operation is idempotent: powering off a stopped VM or deleting a deleted one reports
-`changed=False` and succeeds, so an activity retry after a crash is always safe. Hypervisor
-activities run on the node's own task queue, `hypervisor-<node>`, served by `worker.py --node`.
+`changed=False` and succeeds, so an activity retry after a crash is always safe. Restart and
+reinstall are the exceptions by nature (a retry restarts or reinstalls again, to the same end
+state). Hypervisor activities run on the node's own task queue, `hypervisor-<node>`, served by
+`worker.py --node`. The real implementation, `LibvirtHypervisor`, lives in `libvirt_node.py` so
+this module (imported by workflows) does not need libvirt installed.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 from temporalio import activity
+
+T = TypeVar("T")
+
+if not TYPE_CHECKING:
+
+    def __getattr__(name: str) -> Any:
+        """`from activities.hypervisor import LibvirtHypervisor` works, yet importing this module
+        (as workflows do) never imports libvirt. Typed code imports it from `libvirt_node`."""
+        if name == "LibvirtHypervisor":
+            from activities.libvirt_node import LibvirtHypervisor
+
+            return LibvirtHypervisor
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def node_task_queue(node: str) -> str:
@@ -41,11 +60,64 @@ class VmActionInput(BaseModel):
     addons: list[str] = []
     """Add-on mail space and backup space that share the VM's fate (blocked and deleted with it)."""
     graceful_timeout_seconds: int = 120
+    image: str | None = None
+    """OS image (a volume on the node) for `REINSTALL`; ignored by the other actions."""
 
 
 class VmActionResult(BaseModel):
     action: VmAction
     changed: bool
+
+
+BACKUP_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+"""Labels become volume and snapshot names, so they stay plain (e.g. `daily-2025-03-01`)."""
+
+
+class BackupKind(StrEnum):
+    MANUAL = "manual"  # kept until the customer deletes it or the VPS is deleted
+    AUTOMATIC = "automatic"  # daily, rotated (3 or 7 kept)
+
+
+class VmBackup(BaseModel):
+    label: str
+    kind: BackupKind
+    created_at: datetime
+    snapshot: str | None = None
+    """Snapshot taken first because the server was running; None for a stopped server."""
+    volumes: list[str] = []
+    """Backup copies as `pool/volume`."""
+
+
+class VmBackupInput(BaseModel):
+    idempotency_key: str
+    service_id: str
+    node: str
+    vm_name: str
+    label: str
+    """From workflow facts (`daily-2025-03-01`), so a retry names the same backup."""
+    kind: BackupKind = BackupKind.MANUAL
+
+
+class VmBackupResult(BaseModel):
+    label: str
+    changed: bool
+
+
+class RotateVmBackupsInput(BaseModel):
+    idempotency_key: str
+    service_id: str
+    node: str
+    vm_name: str
+    keep: int
+    """Automatic backups to keep (3 or 7); 0 when automatic backup is switched off."""
+
+
+class RotateVmBackupsResult(BaseModel):
+    deleted: list[str]
+
+
+class ListVmBackupsResult(BaseModel):
+    backups: list[VmBackup]
 
 
 class HypervisorError(Exception):
@@ -60,6 +132,16 @@ class VmNotFound(HypervisorError):
     """No VM of that name on the node."""
 
 
+class ImageNotFound(HypervisorError):
+    """The OS image asked for by a reinstall is not on the node."""
+
+
+def check_backup_label(label: str) -> None:
+    """Reject a label that cannot safely become a volume or snapshot name."""
+    if not BACKUP_LABEL.match(label):
+        raise ValueError(f"invalid backup label {label!r}")
+
+
 class Hypervisor(Protocol):
     """One node's hypervisor. Each call is idempotent and returns whether it changed anything."""
 
@@ -68,6 +150,14 @@ class Hypervisor(Protocol):
     def delete(self, vm_name: str) -> bool: ...
     def park(self, vm_name: str) -> bool: ...
     def unpark(self, vm_name: str) -> bool: ...
+    def restart(self, vm_name: str) -> bool: ...
+    def reinstall(self, vm_name: str, image: str) -> bool: ...
+    def create_backup(self, vm_name: str, label: str, kind: BackupKind) -> bool: ...
+    def delete_backup(self, vm_name: str, label: str) -> bool: ...
+    def list_backups(self, vm_name: str) -> list[VmBackup]: ...
+    def rotate_backups(self, vm_name: str, keep: int) -> list[str]:
+        """Delete the oldest automatic backups beyond `keep`; returns their labels, oldest first."""
+        ...
 
 
 class RecordingHypervisor:
@@ -77,6 +167,8 @@ class RecordingHypervisor:
         self.calls: list[tuple[str, str]] = []
         self.running: dict[str, bool] = {}
         self.deleted: set[str] = set()
+        self.backups: dict[str, list[VmBackup]] = {}
+        self.images: dict[str, str] = {}
 
     def _record(self, action: str, vm_name: str) -> None:
         self.calls.append((action, vm_name))
@@ -100,6 +192,7 @@ class RecordingHypervisor:
         changed = vm_name not in self.deleted
         self.deleted.add(vm_name)
         self.running[vm_name] = False
+        self.backups.pop(vm_name, None)
         return changed
 
     def park(self, vm_name: str) -> bool:
@@ -108,37 +201,108 @@ class RecordingHypervisor:
     def unpark(self, vm_name: str) -> bool:
         return self.power_on(vm_name)
 
+    def _existing(self, vm_name: str) -> None:
+        if vm_name in self.deleted:
+            raise VmNotFound(vm_name)
+
+    def restart(self, vm_name: str) -> bool:
+        self._record("restart", vm_name)
+        self._existing(vm_name)
+        self.running[vm_name] = True
+        return True
+
+    def reinstall(self, vm_name: str, image: str) -> bool:
+        self._record("reinstall", vm_name)
+        self._existing(vm_name)
+        self.images[vm_name] = image
+        return True
+
+    def create_backup(self, vm_name: str, label: str, kind: BackupKind) -> bool:
+        self._record("create_backup", vm_name)
+        self._existing(vm_name)
+        check_backup_label(label)
+        backups = self.backups.setdefault(vm_name, [])
+        if any(backup.label == label for backup in backups):
+            return False
+        running = self.running.get(vm_name, True)
+        backups.append(
+            VmBackup(
+                label=label,
+                kind=kind,
+                created_at=datetime.now(UTC),
+                snapshot=f"backup-{label}" if running else None,
+                volumes=[f"default/{vm_name}.backup.{label}.vda"],
+            )
+        )
+        return True
+
+    def delete_backup(self, vm_name: str, label: str) -> bool:
+        self._record("delete_backup", vm_name)
+        self._existing(vm_name)
+        backups = self.backups.get(vm_name, [])
+        kept = [backup for backup in backups if backup.label != label]
+        self.backups[vm_name] = kept
+        return len(kept) != len(backups)
+
+    def list_backups(self, vm_name: str) -> list[VmBackup]:
+        self._existing(vm_name)
+        return list(self.backups.get(vm_name, []))
+
+    def rotate_backups(self, vm_name: str, keep: int) -> list[str]:
+        self._record("rotate_backups", vm_name)
+        self._existing(vm_name)
+        automatic = [b.label for b in self.backups.get(vm_name, []) if b.kind is BackupKind.AUTOMATIC]
+        doomed = automatic[: max(len(automatic) - keep, 0)]
+        for label in doomed:
+            self.delete_backup(vm_name, label)
+        return doomed
+
 
 class HypervisorActivities:
-    """Sync activities (libvirt blocks), run on the node worker's thread pool."""
+    """Sync activities (libvirt blocks), run on the node worker's thread pool.
+
+    `VmNotFound`, `ImageNotFound` and bad input fail for good; `HypervisorUnavailable` and other
+    hypervisor errors propagate and are retried by the activity's retry policy.
+    """
 
     def __init__(self, hypervisor: Hypervisor) -> None:
         self.hypervisor = hypervisor
 
-    def _run(self, action: VmAction, request: VmActionInput) -> VmActionResult:
+    def _call(self, vm_name: str, work: Callable[[], T]) -> T:
+        """Run one hypervisor call, turning the errors a retry cannot fix into non-retryable ones."""
         from temporalio.exceptions import ApplicationError
 
         try:
-            if action is VmAction.POWER_OFF or action is VmAction.PARK:
-                call = (
-                    self.hypervisor.park
-                    if action is VmAction.PARK
-                    else lambda name: self.hypervisor.power_off(
-                        name, timedelta(seconds=request.graceful_timeout_seconds)
-                    )
-                )
-                changed = call(request.vm_name)
-            elif action is VmAction.POWER_ON:
-                changed = self.hypervisor.power_on(request.vm_name)
-            elif action is VmAction.UNPARK:
-                changed = self.hypervisor.unpark(request.vm_name)
-            elif action is VmAction.DELETE:
-                changed = self.hypervisor.delete(request.vm_name)
-            else:  # pragma: no cover - support actions arrive with the VPS issue
-                raise ApplicationError(f"unsupported action {action}", type="Unsupported", non_retryable=True)
+            return work()
         except VmNotFound as exc:
-            raise ApplicationError(f"VM {request.vm_name} not found", type="VmNotFound", non_retryable=True) from exc
-        activity.logger.info("vm action", extra={"action": action.value, "vm": request.vm_name, "changed": changed})
+            raise ApplicationError(f"VM {vm_name} not found", type="VmNotFound", non_retryable=True) from exc
+        except ImageNotFound as exc:
+            raise ApplicationError(str(exc), type="ImageNotFound", non_retryable=True) from exc
+        except ValueError as exc:
+            raise ApplicationError(str(exc), type="InvalidRequest", non_retryable=True) from exc
+
+    def _run(self, action: VmAction, request: VmActionInput) -> VmActionResult:
+        from temporalio.exceptions import ApplicationError
+
+        hypervisor = self.hypervisor
+        graceful_timeout = timedelta(seconds=request.graceful_timeout_seconds)
+        calls: dict[VmAction, Callable[[str], bool]] = {
+            VmAction.POWER_OFF: lambda name: hypervisor.power_off(name, graceful_timeout),
+            VmAction.POWER_ON: hypervisor.power_on,
+            VmAction.DELETE: hypervisor.delete,
+            VmAction.PARK: hypervisor.park,
+            VmAction.UNPARK: hypervisor.unpark,
+            VmAction.RESTART: hypervisor.restart,
+        }
+        if action is VmAction.REINSTALL:
+            image = request.image
+            if not image:
+                raise ApplicationError("reinstall needs an image", type="InvalidRequest", non_retryable=True)
+            calls[action] = lambda name: hypervisor.reinstall(name, image)
+        changed = self._call(request.vm_name, lambda: calls[action](request.vm_name))
+        activity.logger.info(
+            "vm action", extra={"action": action.value, "vm": request.vm_name, "changed": changed}
+        )
         return VmActionResult(action=action, changed=changed)
 
     @activity.defn
@@ -160,3 +324,54 @@ class HypervisorActivities:
     @activity.defn
     def unpark_vm(self, request: VmActionInput) -> VmActionResult:
         return self._run(VmAction.UNPARK, request)
+
+    @activity.defn
+    def restart_vm(self, request: VmActionInput) -> VmActionResult:
+        return self._run(VmAction.RESTART, request)
+
+    @activity.defn
+    def reinstall_vm(self, request: VmActionInput) -> VmActionResult:
+        return self._run(VmAction.REINSTALL, request)
+
+    @activity.defn
+    def create_vm_backup(self, request: VmBackupInput) -> VmBackupResult:
+        changed = self._call(
+            request.vm_name,
+            lambda: self.hypervisor.create_backup(request.vm_name, request.label, request.kind),
+        )
+        activity.logger.info(
+            "vm backup created",
+            extra={
+                "vm": request.vm_name,
+                "label": request.label,
+                "kind": request.kind.value,
+                "changed": changed,
+            },
+        )
+        return VmBackupResult(label=request.label, changed=changed)
+
+    @activity.defn
+    def delete_vm_backup(self, request: VmBackupInput) -> VmBackupResult:
+        changed = self._call(
+            request.vm_name, lambda: self.hypervisor.delete_backup(request.vm_name, request.label)
+        )
+        activity.logger.info(
+            "vm backup deleted", extra={"vm": request.vm_name, "label": request.label, "changed": changed}
+        )
+        return VmBackupResult(label=request.label, changed=changed)
+
+    @activity.defn
+    def rotate_vm_backups(self, request: RotateVmBackupsInput) -> RotateVmBackupsResult:
+        deleted = self._call(
+            request.vm_name, lambda: self.hypervisor.rotate_backups(request.vm_name, request.keep)
+        )
+        activity.logger.info(
+            "vm backups rotated", extra={"vm": request.vm_name, "keep": request.keep, "deleted": deleted}
+        )
+        return RotateVmBackupsResult(deleted=deleted)
+
+    @activity.defn
+    def list_vm_backups(self, request: VmActionInput) -> ListVmBackupsResult:
+        return ListVmBackupsResult(
+            backups=self._call(request.vm_name, lambda: self.hypervisor.list_backups(request.vm_name))
+        )
