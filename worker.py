@@ -70,7 +70,19 @@ def lifecycle_activities(adapters: Adapters) -> list[Any]:
 
 def node_activities(hypervisor: Hypervisor) -> list[Any]:
     vm = HypervisorActivities(hypervisor)
-    return [vm.power_off_vm, vm.power_on_vm, vm.delete_vm, vm.park_vm, vm.unpark_vm]
+    return [
+        vm.power_off_vm,
+        vm.power_on_vm,
+        vm.delete_vm,
+        vm.park_vm,
+        vm.unpark_vm,
+        vm.restart_vm,
+        vm.reinstall_vm,
+        vm.create_vm_backup,
+        vm.delete_vm_backup,
+        vm.rotate_vm_backups,
+        vm.list_vm_backups,
+    ]
 
 
 def build_workers(
