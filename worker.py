@@ -24,7 +24,7 @@ from temporalio.worker import Worker
 
 from activities.billing import Billing, BillingActivities, SqliteBilling
 from activities.hypervisor import Hypervisor, HypervisorActivities, RecordingHypervisor, node_task_queue
-from activities.mailer import MailActivities, Mailer, RecordingMailer
+from activities.mailer import MailActivities, Mailer, RecordingMailer, SmtpMailer
 from activities.platform import HostingPlatform, PlatformActivities, RecordingPlatform
 from activities.registrar import RecordingRegistrar, Registrar, RegistrarActivities
 from policy.catalog import load_catalog
@@ -125,14 +125,10 @@ async def connect(settings: Settings) -> Client:
 
 def production_adapters(settings: Settings) -> Adapters:
     """What `make run` uses: the billing ledger in `.data/`, mail to the local catcher."""
-    mailer: Mailer = RecordingMailer()
-    try:
-        from activities.mailer import SmtpMailer  # type: ignore[attr-defined]
-
-        mailer = SmtpMailer.from_env()
-    except (ImportError, AttributeError):
-        pass
-    return Adapters(billing=SqliteBilling(settings.data_dir / "billing.sqlite"), mailer=mailer, hypervisors={})
+    mailer: Mailer = SmtpMailer.from_env()
+    return Adapters(
+        billing=SqliteBilling(settings.data_dir / "billing.sqlite"), mailer=mailer, hypervisors={}
+    )
 
 
 async def run_worker(settings: Settings, node: str | None = None, libvirt_uri: str | None = None) -> None:
@@ -170,9 +166,13 @@ async def run_worker(settings: Settings, node: str | None = None, libvirt_uri: s
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--node", help="serve this hypervisor node's task queue instead of the lifecycle")
-    parser.add_argument("--libvirt-uri", help="libvirt URI of the node (e.g. qemu:///system, test:///default)")
+    parser.add_argument(
+        "--libvirt-uri", help="libvirt URI of the node (e.g. qemu:///system, test:///default)"
+    )
     args = parser.parse_args(argv)
     asyncio.run(run_worker(Settings.from_env(), args.node, args.libvirt_uri))
 

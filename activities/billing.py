@@ -232,7 +232,9 @@ class SqliteBilling:
 
     def resolve_held_payment(self, payment_id: str, resolution: str) -> HeldPayment:
         with self._lock:
-            row = self._db.execute("SELECT body FROM held_payments WHERE payment_id = ?", (payment_id,)).fetchone()
+            row = self._db.execute(
+                "SELECT body FROM held_payments WHERE payment_id = ?", (payment_id,)
+            ).fetchone()
             if not row:
                 raise BillingError(f"no held payment {payment_id}")
             held = HeldPayment.model_validate_json(row[0]).model_copy(

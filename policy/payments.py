@@ -69,12 +69,19 @@ def decide_payment(
     if already_seen is not None:
         return PaymentDecision(result=PaymentResult.DUPLICATE, reason=f"payment already {already_seen.value}")
     invoice = next((i for i in reversed(invoices) if i.variable_symbol == variable_symbol), None)
-    restore_open = invoice is not None and invoice.status is InvoiceState.OPEN and invoice.purpose in (
-        InvoicePurpose.RESTORE,
-        InvoicePurpose.REDEMPTION,
+    restore_open = (
+        invoice is not None
+        and invoice.status is InvoiceState.OPEN
+        and invoice.purpose
+        in (
+            InvoicePurpose.RESTORE,
+            InvoicePurpose.REDEMPTION,
+        )
     )
     if service_gone and not restore_open:
-        return PaymentDecision(result=PaymentResult.RETURNED, reason="service deleted: payment returned to the payer")
+        return PaymentDecision(
+            result=PaymentResult.RETURNED, reason="service deleted: payment returned to the payer"
+        )
     if invoice is None:
         return PaymentDecision(
             result=PaymentResult.HELD, reason=f"unknown variable symbol {variable_symbol} for this service"
@@ -97,4 +104,6 @@ def decide_payment(
             reason=f"amount {amount} does not match invoice amount {invoice.amount}",
             invoice=invoice,
         )
-    return PaymentDecision(result=PaymentResult.APPLIED, reason=f"pays invoice {variable_symbol}", invoice=invoice)
+    return PaymentDecision(
+        result=PaymentResult.APPLIED, reason=f"pays invoice {variable_symbol}", invoice=invoice
+    )

@@ -83,7 +83,9 @@ async def _client() -> Client:
     try:
         return await connect(Settings.from_env())
     except RuntimeError as exc:
-        raise CliError(f"Temporal server unreachable at {Settings.from_env().temporal_address}: {exc}") from None
+        raise CliError(
+            f"Temporal server unreachable at {Settings.from_env().temporal_address}: {exc}"
+        ) from None
 
 
 def _handle(client: Client, service_id: str) -> Any:

@@ -33,7 +33,9 @@ class Settings(BaseModel):
         env = os.environ
         catalog = env.get("HOSTLIFE_CATALOG")
         return cls(
-            temporal_address=env.get("HOSTLIFE_TEMPORAL_ADDRESS", cls.model_fields["temporal_address"].default),
+            temporal_address=env.get(
+                "HOSTLIFE_TEMPORAL_ADDRESS", cls.model_fields["temporal_address"].default
+            ),
             namespace=env.get("HOSTLIFE_NAMESPACE", "default"),
             task_queue=env.get("HOSTLIFE_TASK_QUEUE", TASK_QUEUE),
             data_dir=Path(env.get("HOSTLIFE_DATA_DIR", ".data")),

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
 
 _CONTEXT_KEYS = ("temporal_workflow", "temporal_activity", "service_id")
 
 
-def _lift_temporal_context(_: object, __: str, event: dict[str, object]) -> dict[str, object]:
+def _lift_temporal_context(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     record = event.get("_record")
     if isinstance(record, logging.LogRecord):
         for key in _CONTEXT_KEYS:

@@ -25,7 +25,11 @@ from policy.clock import Clock
 from starter.config import Settings
 from starter.logging import configure_logging
 from starter.services import start_service
-from starter.temporal_setup import dev_server_search_attribute_args, installed_binary, register_search_attributes
+from starter.temporal_setup import (
+    dev_server_search_attribute_args,
+    installed_binary,
+    register_search_attributes,
+)
 from worker import build_workers, production_adapters
 from workflows.models import Customer, ServiceSpec
 
@@ -85,7 +89,9 @@ async def start_demo(env: WorkflowEnvironment, settings: Settings, seconds_per_d
     return started
 
 
-async def run_stack(settings: Settings, *, demo: bool = False, seconds_per_day: int = 10, ports: Ports = Ports()) -> None:
+async def run_stack(
+    settings: Settings, *, demo: bool = False, seconds_per_day: int = 10, ports: Ports = Ports()
+) -> None:
     configure_logging(settings.log_level)
     load_catalog(settings.catalog_path)
     stop = asyncio.Event()

@@ -7,18 +7,23 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 from policy.catalog import Catalog, ProductKind, default_catalog
 from policy.clock import Clock
-from workflows import TASK_QUEUE, search_attributes as sa, service_workflow_id
+from workflows import TASK_QUEUE, service_workflow_id
+from workflows import search_attributes as sa
 from workflows.models import ServiceSpec, SubscriptionInput
 from workflows.subscription import SubscriptionWorkflow
 
 
-def subscription_input(spec: ServiceSpec, catalog: Catalog | None = None, clock: Clock | None = None) -> SubscriptionInput:
+def subscription_input(
+    spec: ServiceSpec, catalog: Catalog | None = None, clock: Clock | None = None
+) -> SubscriptionInput:
     """The start input of a service: its terms resolved now, so later catalog edits never replay differently."""
     profile = (catalog or default_catalog()).profile(spec.profile)
     terms = profile.terms(spec.product)
     tld = profile.tld_rules(spec.name) if terms.kind is ProductKind.DOMAIN else None
     if spec.period not in terms.periods:
-        raise ValueError(f"{terms.title} cannot be billed for {spec.period}; allowed: {', '.join(terms.periods)}")
+        raise ValueError(
+            f"{terms.title} cannot be billed for {spec.period}; allowed: {', '.join(terms.periods)}"
+        )
     return SubscriptionInput(spec=spec, terms=terms, tld=tld, clock=clock or Clock(time_zone=terms.time_zone))
 
 
@@ -53,4 +58,3 @@ async def start_service(
             f"customer {spec.customer.id} · {spec.price} {start.terms.currency} per {spec.period}"
         ),
     )
-

@@ -131,7 +131,17 @@ class ScenarioEvent(BaseModel):
 
     @model_validator(mode="after")
     def _fields_for_type(self) -> ScenarioEvent:
-        needs_service = {"pay", "set_auto_renew", "cancel", "suspend", "resolve", "park", "unpark", "change_period", "restore"}
+        needs_service = {
+            "pay",
+            "set_auto_renew",
+            "cancel",
+            "suspend",
+            "resolve",
+            "park",
+            "unpark",
+            "change_period",
+            "restore",
+        }
         if self.type in needs_service and not self.service:
             raise ValueError(f"event {self.type} needs 'service'")
         if self.type in {"billing_changed", "top_up"} and not self.customer:
@@ -243,7 +253,9 @@ class Simulation:
             await self.env.sleep(delta)
 
     def handle(self, service_id: str) -> Any:
-        return self.env.client.get_workflow_handle_for(SubscriptionWorkflow.run, service_workflow_id(service_id))
+        return self.env.client.get_workflow_handle_for(
+            SubscriptionWorkflow.run, service_workflow_id(service_id)
+        )
 
     async def start_services(self) -> None:
         customers = {c.id: c for c in self.scenario.customers}
@@ -251,7 +263,9 @@ class Simulation:
             customer = customers[service.customer]
             spec = ServiceSpec(
                 service_id=service.id,
-                customer=Customer(id=customer.id, email=customer.email, language=customer.language, name=customer.name),
+                customer=Customer(
+                    id=customer.id, email=customer.email, language=customer.language, name=customer.name
+                ),
                 product=service.product,
                 profile=self.scenario.profile,
                 name=service.name,
@@ -281,7 +295,9 @@ class Simulation:
             elif event.type == "billing_changed":
                 for service in self.scenario.services:
                     if service.customer == event.customer:
-                        await self.command(event, service.id, at, "billing_details_changed", BillingDetailsChanged())
+                        await self.command(
+                            event, service.id, at, "billing_details_changed", BillingDetailsChanged()
+                        )
             else:
                 assert event.service is not None
                 await self.command(event, event.service, at, *self.update_for(event))
@@ -293,7 +309,9 @@ class Simulation:
             on = self.day0 + timedelta(days=event.on_day) if event.on_day is not None else None
             return "cancel", CancelRequest(on=on)
         if event.type == "suspend":
-            return "suspend_for_abuse", SuspendRequest(reason=event.reason or "abuse report", severe=event.severe)
+            return "suspend_for_abuse", SuspendRequest(
+                reason=event.reason or "abuse report", severe=event.severe
+            )
         if event.type == "resolve":
             return "resolve_abuse", ResolveRequest(note=event.reason or "remedy declared")
         if event.type == "change_period":
@@ -305,7 +323,9 @@ class Simulation:
             return event.type, None
         raise AssertionError(event.type)
 
-    async def command(self, event: ScenarioEvent, service_id: str, at: datetime, name: str, argument: Any) -> None:
+    async def command(
+        self, event: ScenarioEvent, service_id: str, at: datetime, name: str, argument: Any
+    ) -> None:
         handle = self.handle(service_id)
         try:
             args = [] if argument is None else [argument]
@@ -316,8 +336,16 @@ class Simulation:
         except RPCError as exc:
             self.note(at, event, "rejected", f"service is no longer running: {exc.message}", service_id)
 
-    def note(self, at: datetime, event: ScenarioEvent, result: str, reason: str, service_id: str | None = None) -> None:
-        line: dict[str, Any] = {"at": at, "kind": "command", "command": event.type, "result": result, "reason": reason}
+    def note(
+        self, at: datetime, event: ScenarioEvent, result: str, reason: str, service_id: str | None = None
+    ) -> None:
+        line: dict[str, Any] = {
+            "at": at,
+            "kind": "command",
+            "command": event.type,
+            "result": result,
+            "reason": reason,
+        }
         if service_id or event.service:
             line["service"] = service_id or event.service
         else:
@@ -345,7 +373,9 @@ class Simulation:
             # The workflow is over (closed or released): the payment goes back to the payer.
             refund = self.billing.return_payment(
                 ReturnPaymentInput(
-                    payment=PaymentReceived(payment_id=payment_id, variable_symbol=vs, amount=amount, received_at=at),
+                    payment=PaymentReceived(
+                        payment_id=payment_id, variable_symbol=vs, amount=amount, received_at=at
+                    ),
                     reason="service closed: payment returned to the payer",
                     service_id=event.service,
                 )
@@ -371,7 +401,9 @@ class Simulation:
         return result
 
     async def statuses(self) -> dict[str, ServiceStatus]:
-        return {s.id: await self.handle(s.id).query(SubscriptionWorkflow.status) for s in self.scenario.services}
+        return {
+            s.id: await self.handle(s.id).query(SubscriptionWorkflow.status) for s in self.scenario.services
+        }
 
     async def output(self) -> list[dict[str, Any]]:
         end = self.instant(self.scenario.until_day + 1)
@@ -391,7 +423,8 @@ class Simulation:
         summary = {
             "kind": "summary",
             "services": {
-                sid: {"state": s.state.value, "expires_on": s.expires_on.isoformat()} for sid, s in statuses.items()
+                sid: {"state": s.state.value, "expires_on": s.expires_on.isoformat()}
+                for sid, s in statuses.items()
             },
             "customers": {c.id: {"credit": str(c.credit)} for c in self.scenario.customers},
         }
@@ -407,10 +440,14 @@ class Simulation:
 def pick_invoice(invoices: Iterable[InvoiceRecord], which: str) -> InvoiceRecord | None:
     items = list(invoices)
     if which == "open":
-        return next((i for i in reversed(items) if i.status is InvoiceState.OPEN), items[-1] if items else None)
+        return next(
+            (i for i in reversed(items) if i.status is InvoiceState.OPEN), items[-1] if items else None
+        )
     if which == "cancelled":
         return next((i for i in reversed(items) if i.status is InvoiceState.CANCELLED), None)
-    open_index = next((n for n in range(len(items) - 1, -1, -1) if items[n].status is InvoiceState.OPEN), len(items))
+    open_index = next(
+        (n for n in range(len(items) - 1, -1, -1) if items[n].status is InvoiceState.OPEN), len(items)
+    )
     return items[open_index - 1] if open_index >= 1 else None
 
 

@@ -11,4 +11,13 @@ EXPIRES_ON = SearchAttributeKey.for_datetime("HostlifeExpiresOn")
 VARIABLE_SYMBOLS = SearchAttributeKey.for_keyword_list("HostlifeVariableSymbols")
 NEEDS_ATTENTION = SearchAttributeKey.for_keyword("HostlifeAttention")
 
-ALL = (SERVICE_STATE, PRODUCT, PROFILE, CUSTOMER_ID, SERVICE_ID, EXPIRES_ON, VARIABLE_SYMBOLS, NEEDS_ATTENTION)
+ALL = (
+    SERVICE_STATE,
+    PRODUCT,
+    PROFILE,
+    CUSTOMER_ID,
+    SERVICE_ID,
+    EXPIRES_ON,
+    VARIABLE_SYMBOLS,
+    NEEDS_ATTENTION,
+)

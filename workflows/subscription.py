@@ -105,12 +105,16 @@ PLATFORM_OPTIONS: dict[str, Any] = {
 }
 REGISTRAR_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": timedelta(minutes=2),
-    "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=10), non_retryable_error_types=["RegistrarRefused"]),
+    "retry_policy": RetryPolicy(
+        maximum_interval=timedelta(minutes=10), non_retryable_error_types=["RegistrarRefused"]
+    ),
 }
 HYPERVISOR_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": timedelta(minutes=10),
     "heartbeat_timeout": None,
-    "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=10), non_retryable_error_types=["VmNotFound"]),
+    "retry_policy": RetryPolicy(
+        maximum_interval=timedelta(minutes=10), non_retryable_error_types=["VmNotFound"]
+    ),
 }
 
 
@@ -259,7 +263,9 @@ class SubscriptionWorkflow:
         open_renewal = self._open_invoice(InvoicePurpose.RENEWAL)
         if kind is MilestoneKind.ISSUE_INVOICE:
             if open_renewal is None:
-                await self._issue_invoice(InvoicePurpose.RENEWAL, self._renewal_amount(), state.expires_on, at)
+                await self._issue_invoice(
+                    InvoicePurpose.RENEWAL, self._renewal_amount(), state.expires_on, at
+                )
         elif kind is MilestoneKind.REMINDER:
             if open_renewal is not None:
                 await self._notify(
@@ -270,20 +276,28 @@ class SubscriptionWorkflow:
                 )
         elif kind is MilestoneKind.EXPIRE:
             self._set_billing_state(ServiceState.EXPIRED, "unpaid after the expiry date", at)
-            await self._notify(NoticeKind.SERVICE_EXPIRED, milestone.key, at, self._invoice_facts(open_renewal))
+            await self._notify(
+                NoticeKind.SERVICE_EXPIRED, milestone.key, at, self._invoice_facts(open_renewal)
+            )
         elif kind is MilestoneKind.BLOCK:
             self._set_billing_state(ServiceState.BLOCKED, "unpaid", at)
             await self._sync_power(at, milestone.key)
-            await self._notify(NoticeKind.SERVICE_BLOCKED, milestone.key, at, self._invoice_facts(open_renewal))
+            await self._notify(
+                NoticeKind.SERVICE_BLOCKED, milestone.key, at, self._invoice_facts(open_renewal)
+            )
         elif kind is MilestoneKind.DELETION_WARNING:
-            await self._notify(NoticeKind.DELETION_WARNING, milestone.key, at, self._invoice_facts(open_renewal))
+            await self._notify(
+                NoticeKind.DELETION_WARNING, milestone.key, at, self._invoice_facts(open_renewal)
+            )
         elif kind is MilestoneKind.CANCEL:
             await self._cancel_open_invoices("service cancelled", at)
             self._set_billing_state(ServiceState.CANCELLED, "cancelled at the customer's request", at)
             await self._sync_power(at, milestone.key)
             await self._notify(NoticeKind.CANCELLED, milestone.key, at, self._base_facts())
         elif kind is MilestoneKind.DELETE:
-            await self._delete(at, milestone.key, "unpaid" if state.cancel_effective_on is None else "cancelled")
+            await self._delete(
+                at, milestone.key, "unpaid" if state.cancel_effective_on is None else "cancelled"
+            )
         elif kind is MilestoneKind.PURGE:
             await self._purge(at, milestone.key)
         elif kind is MilestoneKind.ZONE_REMOVE:
@@ -307,10 +321,14 @@ class SubscriptionWorkflow:
         state.backup_until = today + timedelta(days=retention)
         state.powered_on = False
         self._set_billing_state(ServiceState.DELETED, reason, at)
-        facts = self._base_facts().model_copy(update={"backup_until": state.backup_until if state.restorable else None})
+        facts = self._base_facts().model_copy(
+            update={"backup_until": state.backup_until if state.restorable else None}
+        )
         await self._notify(NoticeKind.SERVICE_DELETED, key, at, facts)
         if state.restorable:
-            await self._notify(NoticeKind.RESTORE_OFFER, key, at, facts.model_copy(update={"fee": self._restore_fee()}))
+            await self._notify(
+                NoticeKind.RESTORE_OFFER, key, at, facts.model_copy(update={"fee": self._restore_fee()})
+            )
 
     async def _purge(self, at: datetime, key: str) -> None:
         await self._cancel_open_invoices("provider backup purged", at)
@@ -378,7 +396,7 @@ class SubscriptionWorkflow:
         }
         keys = {key.name: key for key in sa.ALL}
         updates = [
-            keys[name].value_set(value)  # type: ignore[attr-defined]
+            keys[name].value_set(value)
             for name, value in wanted.items()
             if self.upserted.get(name) != value
         ]
@@ -393,7 +411,11 @@ class SubscriptionWorkflow:
         shown = self._shown_state()
         nxt = self._next_milestone()
         open_invoice = self._open_invoice()
-        pay = f" unless VS {open_invoice.variable_symbol} ({open_invoice.amount} CZK) is paid" if open_invoice else ""
+        pay = (
+            f" unless VS {open_invoice.variable_symbol} ({open_invoice.amount} CZK) is paid"
+            if open_invoice
+            else ""
+        )
         if shown in FINAL:
             return f"{shown.value} — nothing left to do"
         if nxt is None:
@@ -401,7 +423,12 @@ class SubscriptionWorkflow:
         when = f"{nxt.kind.value.replace('_', ' ')} on {nxt.on.isoformat()}"
         if shown is ServiceState.SUSPENDED and state.suspension:
             return f"suspended ({state.suspension.reason}) — {when}"
-        if nxt.kind in (MilestoneKind.BLOCK, MilestoneKind.DELETE, MilestoneKind.RELEASE, MilestoneKind.EXPIRE):
+        if nxt.kind in (
+            MilestoneKind.BLOCK,
+            MilestoneKind.DELETE,
+            MilestoneKind.RELEASE,
+            MilestoneKind.EXPIRE,
+        ):
             return f"{shown.value} — {when}{pay}"
         if nxt.kind is MilestoneKind.PURGE and state.restorable:
             return f"{shown.value} — restorable until {nxt.on.isoformat()}, then closed"
@@ -435,7 +462,9 @@ class SubscriptionWorkflow:
         if state.parked and state.spec.parking_price is not None:
             return state.spec.parking_price
         if state.next_period and state.next_period != state.period:
-            return price_for_period(state.yearly_price, state.next_period, state.terms.monthly_surcharge_percent)
+            return price_for_period(
+                state.yearly_price, state.next_period, state.terms.monthly_surcharge_percent
+            )
         return state.price
 
     async def _issue_invoice(
@@ -480,7 +509,9 @@ class SubscriptionWorkflow:
             },
             at,
         )
-        await self._notify(NoticeKind.INVOICE_ISSUED, f"invoice:{record.variable_symbol}", at, self._invoice_facts(record))
+        await self._notify(
+            NoticeKind.INVOICE_ISSUED, f"invoice:{record.variable_symbol}", at, self._invoice_facts(record)
+        )
         return record
 
     async def _cancel_invoice(self, invoice: InvoiceRecord, reason: str, at: datetime) -> None:
@@ -492,7 +523,9 @@ class SubscriptionWorkflow:
             summary=f"cancel invoice VS {invoice.variable_symbol}: {reason}",
             **BILLING_OPTIONS,
         )
-        self._replace_invoice(invoice.model_copy(update={"status": InvoiceState.CANCELLED, "cancel_reason": reason}))
+        self._replace_invoice(
+            invoice.model_copy(update={"status": InvoiceState.CANCELLED, "cancel_reason": reason})
+        )
         self._record(
             "invoice",
             {
@@ -505,7 +538,9 @@ class SubscriptionWorkflow:
             at,
         )
 
-    async def _cancel_open_invoices(self, reason: str, at: datetime, purpose: InvoicePurpose | None = None) -> None:
+    async def _cancel_open_invoices(
+        self, reason: str, at: datetime, purpose: InvoicePurpose | None = None
+    ) -> None:
         for invoice in list(self.state.invoices):
             if invoice.status is InvoiceState.OPEN and (purpose is None or invoice.purpose is purpose):
                 await self._cancel_invoice(invoice, reason, at)
@@ -531,7 +566,9 @@ class SubscriptionWorkflow:
         except ActivityError as exc:
             state.mail_failures += 1
             state.last_error = f"mail {kind.value} failed: {exc.cause or exc}"
-            self._record("mail_failed", {"template": kind.value, "to": customer.email, "error": str(exc.cause)}, at)
+            self._record(
+                "mail_failed", {"template": kind.value, "to": customer.email, "error": str(exc.cause)}, at
+            )
             workflow.logger.warning("notice not delivered", extra={"service_id": state.spec.service_id})
             return
         self._record("mail", {"template": kind.value, "to": customer.email}, at)
@@ -551,7 +588,9 @@ class SubscriptionWorkflow:
                 "unpark": HypervisorActivities.unpark_vm,
                 "restore": HypervisorActivities.power_on_vm,
             }.get(action)
-            vm_action = {"block": "power_off", "unblock": "power_on", "restore": "restore"}.get(action, action)
+            vm_action = {"block": "power_off", "unblock": "power_on", "restore": "restore"}.get(
+                action, action
+            )
             if vm_activity is not None:
                 await workflow.execute_activity_method(
                     vm_activity,
@@ -749,7 +788,11 @@ class SubscriptionWorkflow:
                 f"payment:{payment.payment_id}",
                 at,
                 self._base_facts().model_copy(
-                    update={"amount": payment.amount, "reason": decision.reason, "payment_id": payment.payment_id}
+                    update={
+                        "amount": payment.amount,
+                        "reason": decision.reason,
+                        "payment_id": payment.payment_id,
+                    }
                 ),
             )
             return outcome
@@ -907,7 +950,9 @@ class SubscriptionWorkflow:
             old = self._open_invoice(InvoicePurpose.RENEWAL)
             if old is not None:
                 await self._cancel_invoice(old, f"period changed to {period}", at)
-                new = await self._issue_invoice(InvoicePurpose.RENEWAL, self._renewal_amount(), old.due_on, at)
+                new = await self._issue_invoice(
+                    InvoicePurpose.RENEWAL, self._renewal_amount(), old.due_on, at
+                )
                 message += f"; invoice re-issued as VS {new.variable_symbol} for {new.amount}"
             self._refresh()
         self._wake()
@@ -931,8 +976,12 @@ class SubscriptionWorkflow:
             effective = min(request.on or self.state.expires_on, self.state.expires_on)
             self.state.cancel_effective_on = effective
             if effective <= self.state.expires_on:
-                await self._cancel_open_invoices("service cancelled by the customer", at, InvoicePurpose.RENEWAL)
-            self._record("cancel_requested", {"effective_on": effective.isoformat(), "reason": request.reason}, at)
+                await self._cancel_open_invoices(
+                    "service cancelled by the customer", at, InvoicePurpose.RENEWAL
+                )
+            self._record(
+                "cancel_requested", {"effective_on": effective.isoformat(), "reason": request.reason}, at
+            )
             self._refresh()
         self._wake()
         return CommandResult(message=f"service ends after {effective}, then it is deleted")
@@ -962,7 +1011,9 @@ class SubscriptionWorkflow:
             today = self._today()
             if request.severe:
                 self._record("abuse", {"severe": True, "reason": request.reason}, at)
-                await self._delete(at, f"abuse:{today}", f"severe violation: {request.reason}", restorable=False)
+                await self._delete(
+                    at, f"abuse:{today}", f"severe violation: {request.reason}", restorable=False
+                )
                 self._refresh()
                 self._wake()
                 return CommandResult(message="deleted without suspension (severe violation)")
@@ -977,19 +1028,24 @@ class SubscriptionWorkflow:
                 NoticeKind.SUSPENDED,
                 f"suspend:{today}:{len(state.suspensions_on)}",
                 at,
-                self._base_facts().model_copy(update={"reason": request.reason, "fee": fee if repeat else None}),
+                self._base_facts().model_copy(
+                    update={"reason": request.reason, "fee": fee if repeat else None}
+                ),
             )
             self._refresh()
         self._wake()
         return CommandResult(
-            message="suspended" + (f"; repeat within the window: unblock fee {fee}" if repeat else "; first case, free")
+            message="suspended"
+            + (f"; repeat within the window: unblock fee {fee}" if repeat else "; first case, free")
         )
 
     @suspend_for_abuse.validator
     def _validate_suspend(self, request: SuspendRequest) -> None:
         self._refuse_if_gone()
         if self.state.suspension is not None and not request.severe:
-            raise ValueError(f"already suspended since {self.state.suspension.since}: {self.state.suspension.reason}")
+            raise ValueError(
+                f"already suspended since {self.state.suspension.since}: {self.state.suspension.reason}"
+            )
 
     @workflow.update
     async def resolve_abuse(self, request: ResolveRequest) -> CommandResult:
@@ -1000,14 +1056,23 @@ class SubscriptionWorkflow:
             suspension = state.suspension
             assert suspension is not None
             suspension.remedy_declared = True
-            if suspension.repeat and suspension.fee_variable_symbol is None and state.terms.abuse_unblock_fee > 0:
+            if (
+                suspension.repeat
+                and suspension.fee_variable_symbol is None
+                and state.terms.abuse_unblock_fee > 0
+            ):
                 fee_paid = any(
-                    i.purpose is InvoicePurpose.UNBLOCK_FEE and i.status is InvoiceState.PAID and i.issued_on >= suspension.since
+                    i.purpose is InvoicePurpose.UNBLOCK_FEE
+                    and i.status is InvoiceState.PAID
+                    and i.issued_on >= suspension.since
                     for i in state.invoices
                 )
                 if not fee_paid:
                     invoice = await self._issue_invoice(
-                        InvoicePurpose.UNBLOCK_FEE, state.terms.abuse_unblock_fee, self._today() + timedelta(days=14), at
+                        InvoicePurpose.UNBLOCK_FEE,
+                        state.terms.abuse_unblock_fee,
+                        self._today() + timedelta(days=14),
+                        at,
                     )
                     suspension.fee_variable_symbol = invoice.variable_symbol
                     self._refresh()
@@ -1019,7 +1084,9 @@ class SubscriptionWorkflow:
                     )
             if suspension.fee_variable_symbol is not None:
                 self._refresh()
-                return CommandResult(message=f"remedy noted; waiting for unblock fee VS {suspension.fee_variable_symbol}")
+                return CommandResult(
+                    message=f"remedy noted; waiting for unblock fee VS {suspension.fee_variable_symbol}"
+                )
             await self._lift_suspension(at, f"resolve:{suspension.since}:{len(state.suspensions_on)}")
             self._refresh()
         self._wake()
@@ -1043,11 +1110,16 @@ class SubscriptionWorkflow:
                 self._set_billing_state(ServiceState.EXPIRED, f"payment deferred until {until}", at)
                 await self._sync_power(at, f"deferral:{until}")
             await self._notify(
-                NoticeKind.DEFERRAL_GRANTED, f"deferral:{until}", at, self._base_facts().model_copy(update={"due_on": until})
+                NoticeKind.DEFERRAL_GRANTED,
+                f"deferral:{until}",
+                at,
+                self._base_facts().model_copy(update={"due_on": until}),
             )
             self._refresh()
         self._wake()
-        return CommandResult(message=f"payment deferred until {until}; block moves to {until + timedelta(days=1)}")
+        return CommandResult(
+            message=f"payment deferred until {until}; block moves to {until + timedelta(days=1)}"
+        )
 
     @grant_deferral.validator
     def _validate_deferral(self, request: DeferralRequest) -> None:
@@ -1056,7 +1128,9 @@ class SubscriptionWorkflow:
         if terms.deferral_max_days == 0 and not request.by_support:
             raise ValueError(f"profile {terms.profile} has no payment deferral")
         if request.days > terms.deferral_max_days and not request.by_support:
-            raise ValueError(f"a deferral is at most {terms.deferral_max_days} days after the due date; ask support")
+            raise ValueError(
+                f"a deferral is at most {terms.deferral_max_days} days after the due date; ask support"
+            )
         if self._open_invoice(InvoicePurpose.RENEWAL) is None:
             raise ValueError("there is no open invoice to defer")
         if self.state.expires_on + timedelta(days=request.days) >= deletion_day(terms, self.state.expires_on):
@@ -1071,11 +1145,15 @@ class SubscriptionWorkflow:
             self.state.parked = True
             self.state.powered_on = False
             self._note_state("parked at the customer's request", at)
-            await self._notify(NoticeKind.PARKED, f"park:{self.state.journal_sequence}", at, self._base_facts())
+            await self._notify(
+                NoticeKind.PARKED, f"park:{self.state.journal_sequence}", at, self._base_facts()
+            )
             self._refresh()
         self._wake()
         price = self.state.spec.parking_price
-        return CommandResult(message="parked" + (f"; parking price {price} from the next period" if price else ""))
+        return CommandResult(
+            message="parked" + (f"; parking price {price} from the next period" if price else "")
+        )
 
     @park.validator
     def _validate_park(self) -> None:
@@ -1096,7 +1174,9 @@ class SubscriptionWorkflow:
             self.state.powered_on = True
             self._note_state("unparked", at)
             await self._sync_power(at, f"unpark-sync:{self.state.journal_sequence}")
-            await self._notify(NoticeKind.UNPARKED, f"unpark:{self.state.journal_sequence}", at, self._base_facts())
+            await self._notify(
+                NoticeKind.UNPARKED, f"unpark:{self.state.journal_sequence}", at, self._base_facts()
+            )
             self._refresh()
         self._wake()
         return CommandResult(message="unparked")
@@ -1156,7 +1236,9 @@ class SubscriptionWorkflow:
             price=state.price,
             open_invoice=self._open_invoice(),
             invoices=state.invoices,
-            upcoming=[UpcomingMilestone(kind=m.kind.value, on=m.on, at=self._instant(m)) for m in self._upcoming()],
+            upcoming=[
+                UpcomingMilestone(kind=m.kind.value, on=m.on, at=self._instant(m)) for m in self._upcoming()
+            ],
             details=self._details(),
             suspension=state.suspension,
             parked=state.parked,
