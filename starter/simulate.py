@@ -34,7 +34,7 @@ from policy.money import Money
 from policy.payments import InvoiceRecord, InvoiceState
 from policy.periods import parse_period
 from starter.services import start_service
-from starter.temporal_setup import installed_binary, register_search_attributes
+from starter.temporal_setup import installed_binary, quiet_runtime, register_search_attributes
 from worker import Adapters, build_workers
 from workflows import service_workflow_id
 from workflows.models import (
@@ -42,6 +42,7 @@ from workflows.models import (
     CancelRequest,
     ChangePeriod,
     Customer,
+    DeferralRequest,
     JournalEntry,
     PaymentRequest,
     ResolveRequest,
@@ -65,6 +66,7 @@ EventType = Literal[
     "unpark",
     "change_period",
     "restore",
+    "defer",
 ]
 NOT_YET = {"top_up", "set_auto_renew"}
 
@@ -128,6 +130,8 @@ class ScenarioEvent(BaseModel):
     reason: str | None = None
     period: str | None = None
     severe: bool = False
+    days: int | None = Field(default=None, ge=1, le=365)
+    by_support: bool = False
 
     @model_validator(mode="after")
     def _fields_for_type(self) -> ScenarioEvent:
@@ -242,7 +246,7 @@ class Simulation:
     task_queue: str
     billing: SqliteBilling
     extra_lines: list[dict[str, Any]] = field(default_factory=list)
-    payments_sent: int = 0
+    first_run_ids: dict[str, str] = field(default_factory=dict)
 
     def instant(self, day: int, at: time = time(0)) -> datetime:
         return self.clock.instant(self.day0 + timedelta(days=day), at)
@@ -278,7 +282,8 @@ class Simulation:
                 parking_price=service.parking_price,
                 first_licence=service.first_licence,
             )
-            await start_service(self.env.client, spec, clock=self.clock, task_queue=self.task_queue)
+            handle = await start_service(self.env.client, spec, clock=self.clock, task_queue=self.task_queue)
+            self.first_run_ids[service.id] = handle.first_execution_run_id or ""
 
     async def run_events(self) -> None:
         ordered = sorted(enumerate(self.scenario.events), key=lambda pair: (pair[1].day, pair[0]))
@@ -319,6 +324,8 @@ class Simulation:
             return "change_period", ChangePeriod(period=event.period)
         if event.type == "restore":
             return "restore", RestoreRequest()
+        if event.type == "defer":
+            return "grant_deferral", DeferralRequest(days=event.days or 14, by_support=event.by_support)
         if event.type in ("park", "unpark"):
             return event.type, None
         raise AssertionError(event.type)
@@ -458,6 +465,7 @@ async def simulation(scenario: Scenario, catalog: Catalog | None = None) -> Asyn
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(installed_binary("temporal-test-server")),
         data_converter=pydantic_data_converter,
+        runtime=quiet_runtime(),
     )
     async with env:
         await register_search_attributes(env.client)

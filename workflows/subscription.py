@@ -254,7 +254,8 @@ class SubscriptionWorkflow:
 
     async def _apply(self, milestone: Milestone) -> None:
         state = self.state
-        at = self._instant(milestone)
+        # An overdue milestone (a service handed over late in its cycle) happens now, not in the past.
+        at = max(self._instant(milestone), workflow.now())
         state.done.append(milestone.key)
         if is_stale(milestone, self._today()):
             self._record("skipped", {"milestone": milestone.kind.value, "reason": "overdue notice"}, at)
