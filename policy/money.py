@@ -6,6 +6,8 @@ from typing import Annotated
 from pydantic import BeforeValidator, PlainSerializer
 
 HELLER = Decimal("0.01")
+MAX_AMOUNT = Decimal("1e15")
+"""No invoice or payment comes near this; anything larger is an input error, not money."""
 
 
 def to_money(value: object) -> Decimal:
@@ -18,6 +20,8 @@ def to_money(value: object) -> Decimal:
         raise ValueError(f"not a decimal amount: {value!r}") from exc
     if not amount.is_finite():
         raise ValueError(f"not a finite amount: {value!r}")
+    if abs(amount) >= MAX_AMOUNT:
+        raise ValueError(f"amount {value} is too large")
     if amount != amount.quantize(HELLER, rounding=ROUND_HALF_UP):
         raise ValueError(f"amount {value} has more than 2 decimal places")
     return amount.quantize(HELLER)

@@ -1,0 +1,152 @@
+"""`hostlife simulate`: the SIMULATOR.md contract, through the real command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "examples").glob("*.json"))
+HOSTLIFE = [sys.executable, "-m", "starter.cli"]
+
+
+def simulate(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*HOSTLIFE, "simulate", str(path)], capture_output=True, text=True, timeout=120, cwd=ROOT, check=False
+    )
+
+
+def lines_of(result: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_every_example_runs_and_follows_the_contract(example: Path) -> None:
+    result = simulate(example)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    lines = lines_of(result)
+    assert lines[-1]["kind"] == "summary"
+    stamps = [(line["at"], line["day"]) for line in lines]
+    assert [s[0] for s in stamps] == sorted(s[0] for s in stamps), "lines come in time order"
+    day0 = date.fromisoformat(lines[0]["at"][:10])
+    for line in lines:
+        assert {"at", "day", "kind"} <= line.keys()
+        assert "service" in line or "customer" in line or line["kind"] == "summary"
+        assert date.fromisoformat(line["at"][:10]) == day0 + timedelta(days=line["day"])
+        assert line["at"][19:] in ("+01:00", "+02:00"), "Europe/Prague offsets"
+        if line["kind"] == "state":
+            assert line["state"] in {
+                "active", "expired", "blocked", "suspended", "parked", "cancelled",
+                "deleted", "closed", "outzone", "redemption", "quarantine", "released",
+            }  # fmt: skip
+        if line["kind"] == "payment":
+            assert line["result"] in {"applied", "returned", "held", "duplicate"}
+            assert {"reason", "vs", "amount", "payment_id"} <= line.keys()
+
+
+def test_paid_late_while_blocked_renews_from_the_expiry_date() -> None:
+    lines = lines_of(simulate(ROOT / "examples" / "hosting-paid-late-while-blocked.json"))
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for line in lines:
+        by_kind.setdefault(line["kind"], []).append(line)
+    states = [(line["day"], line["state"]) for line in by_kind["state"]]
+    assert states == [(0, "active"), (41, "blocked"), (45, "active")]
+    invoice = by_kind["invoice"][0]
+    assert (invoice["day"], invoice["action"], invoice["amount"], invoice["due"]) == (
+        10,
+        "issued",
+        "1200.00",
+        (date.fromisoformat(lines[0]["at"][:10]) + timedelta(days=40)).isoformat(),
+    )
+    renewed = by_kind["renewed"][0]
+    d = date.fromisoformat(invoice["due"])
+    assert renewed["expires_on"] == d.replace(year=d.year + 1).isoformat()
+    assert lines[-1]["services"]["web-1"] == {"state": "active", "expires_on": renewed["expires_on"]}
+
+
+def test_vps_never_paid_is_closed_on_schedule() -> None:
+    lines = lines_of(simulate(ROOT / "examples" / "vps-never-paid-until-closed.json"))
+    states = [(line["day"], line["state"]) for line in lines if line["kind"] == "state"]
+    # D = day 20: blocked D+1, deleted D+31, backup purged 14 days later.
+    assert states == [(0, "active"), (21, "blocked"), (51, "deleted"), (65, "closed")]
+    hypervisor = [(line["day"], line["action"]) for line in lines if line["kind"] == "hypervisor"]
+    assert hypervisor == [(21, "power_off"), (51, "delete")]
+
+
+def test_stale_and_wrong_payments_are_held_and_a_duplicate_is_applied_once() -> None:
+    lines = lines_of(simulate(ROOT / "examples" / "stale-vs-payment.json"))
+    payments = [(line["day"], line["payment_id"], line["result"]) for line in lines if line["kind"] == "payment"]
+    assert payments == [
+        (12, "bank-881", "held"),
+        (14, "bank-882", "held"),
+        (20, "bank-883", "applied"),
+        (21, "bank-883", "duplicate"),
+        (22, "bank-884", "held"),
+    ]
+    assert len([line for line in lines if line["kind"] == "renewed"]) == 1
+
+
+def test_hostico_deferral_keeps_the_service_running_past_d_plus_8() -> None:
+    lines = lines_of(simulate(ROOT / "examples" / "hostico-deferral.json"))
+    states = [(line["day"], line["state"]) for line in lines if line["kind"] == "state"]
+    # D = day 31: expired D+1 (grace), block would be D+8 = day 39 but the deferral holds it; paid day 44.
+    assert states == [(0, "active"), (32, "expired"), (44, "active")]
+
+
+@pytest.mark.parametrize(
+    ("scenario", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ('{"services": [], "until_day": 10}', "services"),
+        (
+            '{"customers": [{"id": "c", "email": "a@b.cz"}], "services": [{"id": "s", "customer": "c", '
+            '"product": "toaster", "expires_in_days": 5, "price": "1.00"}], "until_day": 10}',
+            "unknown product 'toaster'",
+        ),
+        (
+            '{"customers": [{"id": "c", "email": "a@b.cz"}], "services": [{"id": "s", "customer": "c", '
+            '"product": "hosting", "expires_in_days": 5, "price": "1.001"}], "until_day": 10}',
+            "more than 2 decimal places",
+        ),
+        (
+            '{"customers": [{"id": "c", "email": "a@b.cz"}], "services": [{"id": "s", "customer": "c", '
+            '"product": "hosting", "expires_in_days": 5, "price": "1.00"}], '
+            '"events": [{"day": 3, "type": "explode", "service": "s"}], "until_day": 10}',
+            "events.0.type",
+        ),
+        (
+            '{"customers": [{"id": "c", "email": "a@b.cz"}], "services": [{"id": "s", "customer": "c", '
+            '"product": "domain", "name": "example.zz", "expires_in_days": 5, "price": "1.00"}], "until_day": 10}',
+            "TLD .zz",
+        ),
+        (
+            '{"customers": [{"id": "c", "email": "a@b.cz"}], "services": [{"id": "s", "customer": "c", '
+            '"product": "hosting", "expires_in_days": 5, "price": "1.00"}], '
+            '"events": [{"day": 3, "type": "pay", "service": "nope"}], "until_day": 10}',
+            "unknown service 'nope'",
+        ),
+    ],
+)
+def test_a_bad_scenario_is_one_line_on_stderr(tmp_path: Path, scenario: str, message: str) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(scenario, encoding="utf-8")
+    result = simulate(path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert message in result.stderr
+
+
+def test_simulate_exits_cleanly_twenty_times_in_a_row() -> None:
+    example = ROOT / "examples" / "hosting-paid-late-while-blocked.json"
+    for attempt in range(20):
+        result = simulate(example)
+        assert result.returncode == 0, f"run {attempt + 1}: exit {result.returncode}: {result.stderr[-500:]}"
+        assert lines_of(result)[-1]["kind"] == "summary"
