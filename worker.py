@@ -48,7 +48,7 @@ class Adapters:
 
 def lifecycle_activities(adapters: Adapters) -> list[Any]:
     billing = BillingActivities(adapters.billing)
-    mail = MailActivities(adapters.mailer)
+    mail = MailActivities.from_env(adapters.mailer)
     platform = PlatformActivities(adapters.platform)
     registrar = RegistrarActivities(adapters.registrar)
     return [

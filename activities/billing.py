@@ -104,6 +104,18 @@ class HeldPayment(BaseModel):
     resolution: str | None = None
 
 
+class UnreadableLine(BaseModel):
+    """A line a payment system sent that could not become a payment; kept whole for a person."""
+
+    line_id: str
+    source: str
+    raw: str
+    reason: str
+    location: str | None = None
+    resolved: bool = False
+    resolution: str | None = None
+
+
 class Refund(BaseModel):
     refund_id: str
     payment: PaymentReceived
@@ -140,6 +152,10 @@ CREATE TABLE IF NOT EXISTS held_payments (
 );
 CREATE TABLE IF NOT EXISTS refunds (
     payment_id TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS unreadable_lines (
+    line_id TEXT PRIMARY KEY,
     body TEXT NOT NULL
 );
 """
@@ -244,6 +260,31 @@ class SqliteBilling:
                 "UPDATE held_payments SET body = ? WHERE payment_id = ?", (held.model_dump_json(), payment_id)
             )
         return held
+
+    def is_held(self, payment_id: str) -> bool:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM held_payments WHERE payment_id = ?", (payment_id,)
+            ).fetchone()
+        return row is not None
+
+    def keep_unreadable_line(self, line: UnreadableLine) -> tuple[UnreadableLine, bool]:
+        """Store a line for the billing department; False when the same line was kept before."""
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO unreadable_lines (line_id, body) VALUES (?, ?)",
+                (line.line_id, line.model_dump_json()),
+            )
+            row = self._db.execute(
+                "SELECT body FROM unreadable_lines WHERE line_id = ?", (line.line_id,)
+            ).fetchone()
+        return UnreadableLine.model_validate_json(row[0]), cursor.rowcount == 1
+
+    def unreadable_lines(self, include_resolved: bool = False) -> list[UnreadableLine]:
+        with self._lock:
+            rows = self._db.execute("SELECT body FROM unreadable_lines ORDER BY rowid").fetchall()
+        lines = [UnreadableLine.model_validate_json(body) for (body,) in rows]
+        return lines if include_resolved else [line for line in lines if not line.resolved]
 
     def return_payment(self, request: ReturnPaymentInput) -> Refund:
         refund = Refund(refund_id=f"refund-{request.payment.payment_id}", **request.model_dump())

@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import json
+import os
+import secrets
 import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,10 +23,14 @@ import structlog
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from activities.billing import SqliteBilling
 from policy.catalog import load_catalog
 from policy.clock import Clock
 from starter.config import Settings
+from starter.ingress import IngressSettings, serve
 from starter.logging import configure_logging
+from starter.mailcatcher import MailCatcher
+from starter.payment_router import TemporalPaymentRouter
 from starter.services import start_service
 from starter.temporal_setup import (
     dev_server_search_attribute_args,
@@ -40,6 +47,24 @@ log = structlog.get_logger("hostlife.run")
 class Ports:
     frontend: int = 7233
     ui: int = 8233
+    smtp: int = 2525
+    ingress: int = 8400
+
+
+def local_ingress_settings(settings: Settings, port: int) -> IngressSettings:
+    """Ingress secrets from the environment, or made once for this machine and kept in .data/."""
+    if os.environ.get("HOSTLIFE_INGRESS_WEBHOOK_SECRET") or os.environ.get(
+        "HOSTLIFE_INGRESS_WEBHOOK_SECRET_FILE"
+    ):
+        return IngressSettings.from_env().model_copy(update={"port": port})
+    path = settings.data_dir / "ingress-secrets.json"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        secrets_ = {"webhook_secret": secrets.token_urlsafe(32), "api_key": secrets.token_urlsafe(32)}
+        path.write_text(json.dumps(secrets_, indent=2), encoding="utf-8")
+        path.chmod(0o600)
+    stored = json.loads(path.read_text(encoding="utf-8"))
+    return IngressSettings(webhook_secret=stored["webhook_secret"], api_key=stored["api_key"], port=port)
 
 
 @contextlib.asynccontextmanager
@@ -99,13 +124,24 @@ async def run_stack(
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    smtp_from_env = "HOSTLIFE_SMTP_HOST" in os.environ
+    if not smtp_from_env:
+        os.environ["HOSTLIFE_SMTP_HOST"] = "127.0.0.1"
+        os.environ["HOSTLIFE_SMTP_PORT"] = str(ports.smtp)
     async with dev_server(settings, ports) as env:
         adapters = production_adapters(settings)
+        assert isinstance(adapters.billing, SqliteBilling)
+        ingress_settings = local_ingress_settings(settings, ports.ingress)
         with concurrent.futures.ThreadPoolExecutor(max_workers=32) as executor:
             workers = build_workers(env.client, adapters, task_queue=settings.task_queue, executor=executor)
             async with contextlib.AsyncExitStack() as stack:
+                if not smtp_from_env:
+                    await stack.enter_async_context(MailCatcher(settings.data_dir / "mail", port=ports.smtp))
                 for worker in workers:
                     await stack.enter_async_context(worker)
+                router = TemporalPaymentRouter(env.client, adapters.billing)
+                ingress = asyncio.create_task(serve(router, ingress_settings))
+                stack.callback(ingress.cancel)
                 if demo:
                     for workflow_id in await start_demo(env, settings, seconds_per_day):
                         log.info("demo service started", workflow_id=workflow_id)
@@ -114,7 +150,15 @@ async def run_stack(
                     f"  Temporal Web UI   http://localhost:{ports.ui}\n"
                     f"  Temporal frontend 127.0.0.1:{ports.frontend} (namespace {settings.namespace})\n"
                     f"  task queue        {settings.task_queue}\n"
-                    f"  data              {settings.data_dir}/ (temporal.sqlite, billing.sqlite)\n"
+                    f"  payment ingress   http://127.0.0.1:{ports.ingress}/docs "
+                    f"(secrets in {settings.data_dir}/ingress-secrets.json)\n"
+                    f"  mail              "
+                    + (
+                        f"caught on 127.0.0.1:{ports.smtp}, stored in {settings.data_dir}/mail/\n"
+                        if not smtp_from_env
+                        else f"sent to {os.environ['HOSTLIFE_SMTP_HOST']}\n"
+                    )
+                    + f"  data              {settings.data_dir}/ (temporal.sqlite, billing.sqlite)\n"
                     "  Ctrl-C stops everything.\n",
                     flush=True,
                 )

@@ -124,6 +124,7 @@ class SubscriptionState(BaseModel):
     renewals: int = 0
     runs: int = 1
     mail_failures: int = 0
+    failed_actions: int = 0
     last_error: str | None = None
 
 

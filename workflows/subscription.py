@@ -393,18 +393,25 @@ class SubscriptionWorkflow:
             sa.SERVICE_ID.name: state.spec.service_id,
             sa.EXPIRES_ON.name: self.clock.instant(state.expires_on),
             sa.VARIABLE_SYMBOLS.name: [i.variable_symbol for i in state.invoices[-INVOICE_MEMORY:]],
-            sa.NEEDS_ATTENTION.name: "mail_failing" if state.mail_failures else "",
+            sa.NEEDS_ATTENTION.name: self._attention(),
         }
         keys = {key.name: key for key in sa.ALL}
         updates = [
-            keys[name].value_set(value)
-            for name, value in wanted.items()
-            if self.upserted.get(name) != value
+            keys[name].value_set(value) for name, value in wanted.items() if self.upserted.get(name) != value
         ]
         if updates:
             workflow.upsert_search_attributes(updates)
             self.upserted.update(wanted)
         workflow.set_current_details(self._details())
+
+    def _attention(self) -> str:
+        """What ops should look at, as a filterable keyword ("" when all is well)."""
+        problems = []
+        if self.state.failed_actions:
+            problems.append("action_failed")
+        if self.state.mail_failures:
+            problems.append("mail_failing")
+        return ",".join(problems)
 
     def _details(self) -> str:
         """One line that says what comes next, as ops read it in the Web UI."""
@@ -575,7 +582,27 @@ class SubscriptionWorkflow:
         self._record("mail", {"template": kind.value, "to": customer.email}, at)
 
     async def _service_action(self, action: str, at: datetime, key: str) -> None:
-        """Switch the service off/on, delete it or purge its backup, on whatever runs it."""
+        """Switch the service off/on, delete it or purge its backup, on whatever runs it.
+
+        Retryable failures are retried by the activity's policy without limit; what is left (a
+        non-retryable refusal such as an unknown VM) must not stop the lifecycle: it is recorded,
+        flagged for ops in the `HostlifeAttention` search attribute, and the life goes on.
+        """
+        try:
+            await self._perform_service_action(action, at, key)
+        except ActivityError as exc:
+            self._action_failed(action, exc, at)
+
+    def _action_failed(self, action: str, exc: ActivityError, at: datetime) -> None:
+        state = self.state
+        state.failed_actions += 1
+        state.last_error = f"{action} failed: {exc.cause or exc}"
+        self._record("action_failed", {"action": action, "error": str(exc.cause or exc)}, at)
+        workflow.logger.error(
+            "service action failed", extra={"service_id": state.spec.service_id, "action": action}
+        )
+
+    async def _perform_service_action(self, action: str, at: datetime, key: str) -> None:
         state = self.state
         terms = state.terms
         if terms.kind is ProductKind.DOMAIN:
@@ -834,34 +861,10 @@ class SubscriptionWorkflow:
         state = self.state
         period = invoice.period
         if state.terms.kind is ProductKind.DOMAIN:
-            if invoice.purpose is InvoicePurpose.REDEMPTION:
-                await workflow.execute_activity_method(
-                    RegistrarActivities.restore_domain,
-                    RestoreDomainInput(
-                        idempotency_key=self._key("registrar", "restore", state.expires_on),
-                        service_id=state.spec.service_id,
-                        domain_name=state.spec.name,
-                    ),
-                    summary=f"restore {state.spec.name} out of {state.billing_state.value}",
-                    **REGISTRAR_OPTIONS,
-                )
-                self._record("registrar", {"action": "redemption_restore"}, at)
-            years = max(1, parse_period(period).years)
-            result = await workflow.execute_activity_method(
-                RegistrarActivities.renew_domain,
-                RenewDomainInput(
-                    idempotency_key=self._key("registrar", "renew", state.expires_on),
-                    service_id=state.spec.service_id,
-                    domain_name=state.spec.name,
-                    current_expiry=state.expires_on,
-                    years=years,
-                ),
-                summary=f"renew {state.spec.name} for {years} year(s) from {state.expires_on}",
-                **REGISTRAR_OPTIONS,
-            )
-            self._record("registrar", {"action": "renew", "expires_on": result.new_expiry.isoformat()}, at)
-            if state.billing_state is ServiceState.OUTZONE:
-                self._record("registrar", {"action": "zone_restore"}, at)
+            try:
+                await self._extend_at_registry(invoice, period, at)
+            except ActivityError as exc:
+                self._action_failed("registrar renew", exc, at)
         if period != state.period:
             state.price = price_for_period(state.yearly_price, period, state.terms.monthly_surcharge_percent)
             state.period = period
@@ -880,6 +883,38 @@ class SubscriptionWorkflow:
             self._invoice_facts(invoice).model_copy(update={"expires_on": state.expires_on}),
         )
         self.continue_pending = True
+
+    async def _extend_at_registry(self, invoice: InvoiceRecord, period: str, at: datetime) -> None:
+        """Extend at the registry only after payment (SPEC §4); a paid redemption restores first."""
+        state = self.state
+        if invoice.purpose is InvoicePurpose.REDEMPTION:
+            await workflow.execute_activity_method(
+                RegistrarActivities.restore_domain,
+                RestoreDomainInput(
+                    idempotency_key=self._key("registrar", "restore", state.expires_on),
+                    service_id=state.spec.service_id,
+                    domain_name=state.spec.name,
+                ),
+                summary=f"restore {state.spec.name} out of {state.billing_state.value}",
+                **REGISTRAR_OPTIONS,
+            )
+            self._record("registrar", {"action": "redemption_restore"}, at)
+        years = max(1, parse_period(period).years)
+        result = await workflow.execute_activity_method(
+            RegistrarActivities.renew_domain,
+            RenewDomainInput(
+                idempotency_key=self._key("registrar", "renew", state.expires_on),
+                service_id=state.spec.service_id,
+                domain_name=state.spec.name,
+                current_expiry=state.expires_on,
+                years=years,
+            ),
+            summary=f"renew {state.spec.name} for {years} year(s) from {state.expires_on}",
+            **REGISTRAR_OPTIONS,
+        )
+        self._record("registrar", {"action": "renew", "expires_on": result.new_expiry.isoformat()}, at)
+        if state.billing_state is ServiceState.OUTZONE:
+            self._record("registrar", {"action": "zone_restore"}, at)
 
     async def _restore_paid(self, invoice: InvoiceRecord, at: datetime, payment_id: str) -> None:
         state = self.state
