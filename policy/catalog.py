@@ -252,6 +252,8 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
         raw = tomllib.loads(text)
     except OSError as exc:
         raise CatalogError(f"cannot read catalog {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise CatalogError(f"catalog {path} is not UTF-8: {exc.reason} at byte {exc.start}") from None
     except tomllib.TOMLDecodeError as exc:
         raise CatalogError(f"catalog {source} is not valid TOML: {exc}") from None
     try:

@@ -9,6 +9,7 @@ input and read the time only through `workflow.now()`; nothing here reads the wa
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -47,8 +48,19 @@ class Clock(BaseModel):
         local = datetime.combine(day, at, tzinfo=self.zone)
         utc = local.astimezone(UTC)
         if utc.astimezone(self.zone).replace(tzinfo=None) != local.replace(tzinfo=None):
-            # A local time skipped by a DST change: the first real instant after the gap.
-            utc = (local + timedelta(hours=1)).astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+            # A local time skipped by a DST change: the first real instant after the gap. Read
+            # with the old offset (fold=0) the wall time lies after the change, with the new one
+            # (fold=1) before it; the change itself, on a whole second, is found between them.
+            high = math.ceil(local.replace(fold=0).timestamp())
+            low = int(local.replace(fold=1).timestamp())
+            after = datetime.fromtimestamp(high, self.zone).utcoffset()
+            while high - low > 1:
+                middle = (low + high) // 2
+                if datetime.fromtimestamp(middle, self.zone).utcoffset() == after:
+                    high = middle
+                else:
+                    low = middle
+            utc = datetime.fromtimestamp(high, UTC)
         return utc
 
     def today(self, now: datetime) -> date:
