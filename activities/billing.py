@@ -161,6 +161,15 @@ CREATE TABLE IF NOT EXISTS unreadable_lines (
 """
 
 
+def variable_symbol_for(year: int, sequence: int) -> str:
+    """`YYYYnnnnnn` while a year stays under a million invoices, then `9nnnnnnnnn`: unique, 10 digits."""
+    if sequence < 1_000_000:
+        return f"{year}{sequence:06d}"
+    if sequence >= 1_000_000_000:
+        raise BillingError("the variable symbol space is exhausted")
+    return f"9{sequence:09d}"
+
+
 class SqliteBilling:
     """The billing ledger in one SQLite file (`:memory:` for the simulator and tests).
 
@@ -189,7 +198,7 @@ class SqliteBilling:
             )
             sequence = int(cursor.lastrowid or 0)
             invoice = Invoice(
-                variable_symbol=f"{request.issued_on.year}{sequence:06d}",
+                variable_symbol=variable_symbol_for(request.issued_on.year, sequence),
                 **request.model_dump(exclude={"idempotency_key"}),
             )
             self._db.execute(

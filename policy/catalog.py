@@ -149,7 +149,9 @@ class Profile(BaseModel):
             return self.products[product]
         except KeyError:
             known = ", ".join(sorted(self.products))
-            raise CatalogError(f"unknown product {product!r} in profile {self.name!r}; known: {known}") from None
+            raise CatalogError(
+                f"unknown product {product!r} in profile {self.name!r}; known: {known}"
+            ) from None
 
     def tld_rules(self, domain_name: str) -> TldRules:
         """The registry rules for a domain name; an unknown TLD is refused with a clear error."""
@@ -172,7 +174,9 @@ class Catalog(BaseModel):
         try:
             return self.profiles[name]
         except KeyError:
-            raise CatalogError(f"unknown profile {name!r}; known: {', '.join(sorted(self.profiles))}") from None
+            raise CatalogError(
+                f"unknown profile {name!r}; known: {', '.join(sorted(self.profiles))}"
+            ) from None
 
 
 _PROFILE_ONLY = {"description", "extends", "products", "tlds"}

@@ -869,7 +869,11 @@ class SubscriptionWorkflow:
             state.price = price_for_period(state.yearly_price, period, state.terms.monthly_surcharge_percent)
             state.period = period
         state.next_period = None
-        state.expires_on = add_period(state.expires_on, period)
+        if workflow.patched("renewal-anchor-day"):
+            # Renew onto the day of the month the service started on, so monthly D never drifts.
+            state.expires_on = add_period(state.expires_on, period, anchor_day=state.spec.expires_on.day)
+        else:
+            state.expires_on = add_period(state.expires_on, period)
         state.done = []
         state.deferral_until = None
         state.renewals += 1
@@ -1030,12 +1034,16 @@ class SubscriptionWorkflow:
             raise ValueError(f"cannot cancel on {request.on}: that day has passed (today is {today})")
         minimum = self.state.terms.minimum_months
         if minimum:
-            earliest = add_period(self.state.spec.expires_on, f"P{minimum}M") - timedelta(days=31)
-            effective = request.on or self.state.expires_on
-            if effective < earliest and self.state.renewals < minimum:
+            # The first paid month ends on the starting expiry date; the minimum ends minimum-1 months later.
+            earliest = (
+                add_period(self.state.spec.expires_on, f"P{minimum - 1}M")
+                if minimum > 1
+                else self.state.spec.expires_on
+            )
+            effective = min(request.on or self.state.expires_on, self.state.expires_on)
+            if effective < earliest:
                 raise ValueError(
-                    f"{self.state.terms.title} has a minimum of {minimum} months; "
-                    f"the earliest end is {earliest}"
+                    f"{self.state.terms.title} has a minimum of {minimum} months; the earliest end is {earliest}"
                 )
 
     @workflow.update
