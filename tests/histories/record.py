@@ -23,7 +23,7 @@ EXAMPLES = HERE.parent.parent / "examples"
 
 
 async def record(example: Path) -> list[Path]:
-    scenario = load_scenario(example.read_text(encoding="utf-8"))
+    scenario = load_scenario(await asyncio.to_thread(example.read_text, encoding="utf-8"))
     written = []
     async with simulation(scenario) as sim:
         await sim.start_services()
@@ -36,7 +36,8 @@ async def record(example: Path) -> list[Path]:
                 history = await handle.fetch_history()
                 index += 1
                 target = HERE / f"{example.stem}.{service.id}.run{index}.json"
-                target.write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n", encoding="utf-8")
+                text = json.dumps(json.loads(history.to_json()), indent=1) + "\n"
+                await asyncio.to_thread(target.write_text, text, encoding="utf-8")
                 written.append(target)
                 last = history.events[-1]
                 run_id = (

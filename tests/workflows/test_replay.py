@@ -12,9 +12,9 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from temporalio import workflow
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio import workflow
 from temporalio.worker import Replayer
 
 from activities.mailer import NoticeFacts, NoticeKind
@@ -22,6 +22,7 @@ from workflows.models import SubscriptionInput, SubscriptionResult
 from workflows.subscription import SubscriptionWorkflow
 
 HISTORIES = sorted((Path(__file__).parent.parent / "histories").glob("*.json"))
+RECORDED = {path.name: json.loads(path.read_text(encoding="utf-8")) for path in HISTORIES}
 
 
 def test_there_are_recorded_histories() -> None:
@@ -30,7 +31,7 @@ def test_there_are_recorded_histories() -> None:
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_recorded_history_replays(path: Path) -> None:
-    raw = json.loads(path.read_text(encoding="utf-8"))
+    raw = RECORDED[path.name]
     history = WorkflowHistory.from_json(f"replay-{path.stem}", raw)
     replayer = Replayer(workflows=[SubscriptionWorkflow], data_converter=pydantic_data_converter)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
@@ -65,7 +66,7 @@ class PatchedChange(SubscriptionWorkflow):
 @pytest.mark.parametrize(("variant", "replays"), [(UnpatchedChange, False), (PatchedChange, True)])
 async def test_only_a_patched_change_replays(variant: type, replays: bool) -> None:
     path = next(p for p in HISTORIES if p.name.startswith("hosting-paid-late-while-blocked") and "run1" in p.name)
-    history = WorkflowHistory.from_json("replay-change", json.loads(path.read_text(encoding="utf-8")))
+    history = WorkflowHistory.from_json("replay-change", RECORDED[path.name])
     replayer = Replayer(workflows=[variant], data_converter=pydantic_data_converter)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert (result.replay_failure is None) is replays, result.replay_failure
