@@ -65,7 +65,8 @@ class CycleFacts(BaseModel):
     deferral_until: date | None = None
     """Payment deferred until this day (hostico): the block waits until the day after."""
     cancel_effective_on: date | None = None
-    """Last day of a service the customer cancelled; it ends the next day."""
+    """Last day of a service the customer cancelled; it ends the next day. A day after D ends a
+    later cycle: this one runs (and is invoiced) as usual."""
     invoice_lead_days: int | None = None
     """The customer's own invoice lead, where they chose one."""
 
@@ -94,8 +95,8 @@ def timeline(terms: Terms, facts: CycleFacts, tld: TldRules | None = None) -> li
     def add(kind: MilestoneKind, on: date) -> None:
         items.append(_at(terms, kind, on, d))
 
-    if facts.cancel_effective_on is not None:
-        ends = min(facts.cancel_effective_on, d) + timedelta(days=1)
+    if facts.cancel_effective_on is not None and facts.cancel_effective_on <= d:
+        ends = facts.cancel_effective_on + timedelta(days=1)
         add(MilestoneKind.CANCEL, ends)
         if terms.kind is ProductKind.DOMAIN:
             add(MilestoneKind.RELEASE, ends)

@@ -1013,7 +1013,7 @@ class SubscriptionWorkflow:
         """End the service at the customer's request, on a date or on D."""
         async with self.lock:
             at = workflow.now()
-            effective = min(request.on or self.state.expires_on, self.state.expires_on)
+            effective = request.on or self.state.expires_on
             self.state.cancel_effective_on = effective
             if effective <= self.state.expires_on:
                 await self._cancel_open_invoices(
@@ -1040,7 +1040,7 @@ class SubscriptionWorkflow:
                 if minimum > 1
                 else self.state.spec.expires_on
             )
-            effective = min(request.on or self.state.expires_on, self.state.expires_on)
+            effective = request.on or self.state.expires_on
             if effective < earliest:
                 raise ValueError(
                     f"{self.state.terms.title} has a minimum of {minimum} months; the earliest end is {earliest}"

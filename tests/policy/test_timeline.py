@@ -211,7 +211,6 @@ def test_default_deferral_moves_the_block_and_adds_expiry() -> None:
     [
         ("default", "hosting", -10, [(K.CANCEL, -9), (DELETE, -9), (PURGE, 5)]),
         ("default", "hosting", None, [(K.CANCEL, 1), (DELETE, 1), (PURGE, 15)]),
-        ("default", "hosting", 20, [(K.CANCEL, 1), (DELETE, 1), (PURGE, 15)]),  # never past D
         ("default", "email", -1, [(K.CANCEL, 0), (DELETE, 0), (PURGE, 0)]),
         ("hostico", "vps", -100, [(K.CANCEL, -99), (DELETE, -99), (PURGE, -69)]),
         ("default", "domain", -5, [(K.CANCEL, -4), (K.RELEASE, -4)]),
@@ -227,6 +226,13 @@ def test_cancellation_yields_cancel_delete_purge_only(
         terms(profile, product), CycleFacts(expires_on=D, cancel_effective_on=effective), rules
     )
     assert offsets(milestones) == expected
+
+
+def test_a_cancellation_after_d_leaves_this_cycle_as_it_is() -> None:
+    # e.g. the end of a minimum term: this cycle is invoiced and runs; a later one ends.
+    plain = timeline(terms("default", "hosting"), CycleFacts(expires_on=D))
+    later = timeline(terms("default", "hosting"), CycleFacts(expires_on=D, cancel_effective_on=D + timedelta(days=20)))
+    assert later == plain
 
 
 def test_customer_invoice_lead() -> None:
@@ -346,8 +352,8 @@ def test_timeline_properties(cycle: tuple[Terms, CycleFacts, TldRules | None]) -
     for m in milestones:
         assert m.offset == (m.on - d).days
 
-    if facts.cancel_effective_on is not None:
-        ends = min(facts.cancel_effective_on, d) + timedelta(days=1)
+    if facts.cancel_effective_on is not None and facts.cancel_effective_on <= d:
+        ends = facts.cancel_effective_on + timedelta(days=1)
         if t.kind is ProductKind.DOMAIN:
             assert kinds == [K.CANCEL, K.RELEASE]
         else:
