@@ -55,8 +55,16 @@ def test_allowed_renewals(expires_on: date, years: int) -> None:
         (TODAY, 0, "1 to 10 years, not 0"),
         (TODAY, 11, "1 to 10 years, not 11"),
         (TODAY, -1, "1 to 10 years, not -1"),
-        (add_years(TODAY, 9) + timedelta(days=1), 1, "expires on 2035-11-23, more than 9 years ahead: it can be renewed from 2026-11-23"),
-        (TODAY + timedelta(days=30), 10, "more than 10 years ahead of 2026-11-22 (until 2036-11-22); at most 9 years now"),
+        (
+            add_years(TODAY, 9) + timedelta(days=1),
+            1,
+            "expires on 2035-11-23, more than 9 years ahead: it can be renewed from 2026-11-23",
+        ),
+        (
+            TODAY + timedelta(days=30),
+            10,
+            "more than 10 years ahead of 2026-11-22 (until 2036-11-22); at most 9 years now",
+        ),
         (add_years(TODAY, 8), 3, "at most 2 years now"),
         (add_years(TODAY, 9), 2, "at most 1 year now"),
     ],
@@ -96,7 +104,9 @@ def test_add_years_matches_the_registrar_adapter(day: date, years: int) -> None:
 
 
 @given(expires_on=days, today=days, years=st.integers(min_value=-3, max_value=14))
-def test_allowed_exactly_when_within_periods_and_the_ten_year_cap(expires_on: date, today: date, years: int) -> None:
+def test_allowed_exactly_when_within_periods_and_the_ten_year_cap(
+    expires_on: date, today: date, years: int
+) -> None:
     allowed = 1 <= years <= 10 and add_years(expires_on, years) <= add_years(today, 10)
     try:
         check_domain_renewal(expires_on, today, years)
