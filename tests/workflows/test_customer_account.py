@@ -221,9 +221,10 @@ async def test_another_currency_is_refused(env: WorkflowEnvironment) -> None:
 
 
 async def test_hostico_limits_come_from_the_catalog() -> None:
-    assert CreditLimits(
-        min_top_up=money("10.00"), max_top_up=money("1000.00"), max_balance=money("1000.00")
-    ) == HOSTICO
+    assert (
+        CreditLimits(min_top_up=money("10.00"), max_top_up=money("1000.00"), max_balance=money("1000.00"))
+        == HOSTICO
+    )
     assert CreditLimits.from_terms(default_catalog().profile("default").terms("hosting")) == CreditLimits()
 
 
