@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck pytest clean demo
+.PHONY: install run demo test lint typecheck pytest clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/hostlife run
 
+## The same, with four demo services on a compressed clock (one day = 10 s).
+demo: $(STAMP)
+	$(BIN)/hostlife run --demo
+
 ## Lint, type-check and run the whole test suite.
 test: $(STAMP) lint typecheck pytest
 
@@ -32,6 +36,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy policy workflows activities starter worker.py
 
 pytest: $(STAMP)
+	@sh scripts/install-chromium.sh
 	$(BIN)/pytest
 
 clean:

@@ -13,26 +13,32 @@ import argparse
 import asyncio
 import concurrent.futures
 import contextlib
+import os
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
+from activities.accounts import AccountActivities
 from activities.billing import Billing, BillingActivities, SqliteBilling
+from activities.epp import EppConfig
 from activities.hypervisor import Hypervisor, HypervisorActivities, RecordingHypervisor, node_task_queue
 from activities.mailer import MailActivities, Mailer, RecordingMailer, SmtpMailer
 from activities.platform import HostingPlatform, PlatformActivities, RecordingPlatform
-from activities.registrar import RecordingRegistrar, Registrar, RegistrarActivities
+from activities.registrar import EppRegistrar, RecordingRegistrar, Registrar, RegistrarActivities
 from policy.catalog import load_catalog
+from starter.codec import data_converter_from_env
 from starter.config import Settings
 from starter.logging import configure_logging
+from starter.temporal_connection import connect_options_from_env
+from starter.temporal_setup import register_search_attributes
+from workflows.customer_account import CustomerAccountWorkflow
 from workflows.subscription import SubscriptionWorkflow
 
-WORKFLOWS: Sequence[type] = (SubscriptionWorkflow,)
+WORKFLOWS: Sequence[type] = (SubscriptionWorkflow, CustomerAccountWorkflow)
 
 
 @dataclass
@@ -46,7 +52,8 @@ class Adapters:
     hypervisors: dict[str, Hypervisor] = field(default_factory=lambda: {"node-1": RecordingHypervisor()})
 
 
-def lifecycle_activities(adapters: Adapters) -> list[Any]:
+def lifecycle_activities(adapters: Adapters, client: Client, task_queue: str) -> list[Any]:
+    accounts = AccountActivities(client, task_queue=task_queue)
     billing = BillingActivities(adapters.billing)
     mail = MailActivities.from_env(adapters.mailer)
     platform = PlatformActivities(adapters.platform)
@@ -65,6 +72,7 @@ def lifecycle_activities(adapters: Adapters) -> list[Any]:
         platform.restore_service,
         registrar.renew_domain,
         registrar.restore_domain,
+        accounts.debit_credit,
     ]
 
 
@@ -99,7 +107,7 @@ def build_workers(
             client,
             task_queue=task_queue,
             workflows=list(WORKFLOWS),
-            activities=lifecycle_activities(adapters),
+            activities=lifecycle_activities(adapters, client, task_queue),
             activity_executor=executor,
             **worker_options,
         )
@@ -118,17 +126,37 @@ def build_workers(
 
 
 async def connect(settings: Settings) -> Client:
+    """Connect with the payload codec (when keys are configured) and TLS/API-key options from the environment."""
+    options = connect_options_from_env()
+    options["namespace"] = settings.namespace
     return await Client.connect(
-        settings.temporal_address, namespace=settings.namespace, data_converter=pydantic_data_converter
+        settings.temporal_address, data_converter=data_converter_from_env(), **options
     )
 
 
 def production_adapters(settings: Settings) -> Adapters:
-    """What `make run` uses: the billing ledger in `.data/`, mail to the local catcher."""
+    """The billing ledger in the data directory, mail over SMTP, EPP when `HOSTLIFE_EPP_HOST` is set.
+
+    Hypervisor nodes run their own workers (`worker.py --node`), so none is served here.
+    """
     mailer: Mailer = SmtpMailer.from_env()
+    registrar: Registrar = RecordingRegistrar()
+    if os.environ.get("HOSTLIFE_EPP_HOST"):
+        registrar = EppRegistrar(EppConfig.from_env())
     return Adapters(
-        billing=SqliteBilling(settings.data_dir / "billing.sqlite"), mailer=mailer, hypervisors={}
+        billing=SqliteBilling(settings.data_dir / "billing.sqlite"),
+        mailer=mailer,
+        registrar=registrar,
+        hypervisors={},
     )
+
+
+async def keep_registrar_alive(adapters: Adapters, stack: contextlib.AsyncExitStack) -> None:
+    """An EPP session is kept warm with `hello` and logged out when the worker stops."""
+    if isinstance(adapters.registrar, EppRegistrar):
+        stack.push_async_callback(adapters.registrar.close)
+        keepalive = asyncio.create_task(adapters.registrar.keepalive(), name="epp-keepalive")
+        stack.callback(keepalive.cancel)
 
 
 async def run_worker(settings: Settings, node: str | None = None, libvirt_uri: str | None = None) -> None:
@@ -155,11 +183,14 @@ async def run_worker(settings: Settings, node: str | None = None, libvirt_uri: s
                     activity_executor=executor,
                 )
             ]
+            adapters = None
         else:
-            workers = build_workers(
-                client, production_adapters(settings), task_queue=settings.task_queue, executor=executor
-            )
+            await register_search_attributes(client)
+            adapters = production_adapters(settings)
+            workers = build_workers(client, adapters, task_queue=settings.task_queue, executor=executor)
         async with contextlib.AsyncExitStack() as stack:
+            if adapters is not None:
+                await keep_registrar_alive(adapters, stack)
             for worker in workers:
                 await stack.enter_async_context(worker)
             await stop.wait()

@@ -20,13 +20,15 @@ from datetime import timedelta
 from decimal import Decimal
 
 import structlog
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.billing import SqliteBilling
+from activities.libvirt_node import LibvirtHypervisor
 from policy.catalog import load_catalog
 from policy.clock import Clock
+from starter.codec import data_converter_from_env
 from starter.config import Settings
+from starter.demo_node import DEMO_VM, demo_node_uri
 from starter.ingress import IngressSettings, serve
 from starter.logging import configure_logging
 from starter.mailcatcher import MailCatcher
@@ -37,8 +39,9 @@ from starter.temporal_setup import (
     installed_binary,
     register_search_attributes,
 )
-from worker import build_workers, production_adapters
-from workflows.models import Customer, ServiceSpec
+from worker import build_workers, keep_registrar_alive, production_adapters
+from workflows.models import Customer, PaymentRequest, ServiceSpec, ServiceState
+from workflows.subscription import SubscriptionWorkflow
 
 log = structlog.get_logger("hostlife.run")
 
@@ -72,7 +75,7 @@ async def dev_server(settings: Settings, ports: Ports) -> AsyncIterator[Workflow
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     env = await WorkflowEnvironment.start_local(
         namespace=settings.namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter_from_env(),
         port=ports.frontend,
         ui=True,
         ui_port=ports.ui,
@@ -94,7 +97,7 @@ async def start_demo(env: WorkflowEnvironment, settings: Settings, seconds_per_d
     customer = Customer(id="demo-customer", email="demo@example.cz", language="en", name="Demo Customer")
     services = [
         ("hosting", "demo-web", Decimal("1200.00"), "P1Y", 35, ""),
-        ("vps", "demo-vps", Decimal("330.00"), "P1M", 32, ""),
+        ("vps", "demo-vps", Decimal("330.00"), "P1M", 32, DEMO_VM),
         ("email", "demo-mail", Decimal("240.00"), "P1Y", 31, ""),
         ("domain", "demo-domain", Decimal("250.00"), "P1Y", 33, "hostlife-demo.cz"),
     ]
@@ -114,6 +117,27 @@ async def start_demo(env: WorkflowEnvironment, settings: Settings, seconds_per_d
     return started
 
 
+async def pay_when_blocked(env: WorkflowEnvironment, workflow_id: str, seconds_per_day: int) -> None:
+    """The demo's customer pays the hosting invoice three demo days after the block, as a bank would."""
+    handle = env.client.get_workflow_handle_for(SubscriptionWorkflow.run, workflow_id)
+    while True:
+        await asyncio.sleep(max(1.0, seconds_per_day / 2))
+        status = await handle.query(SubscriptionWorkflow.status)
+        if status.state is ServiceState.BLOCKED and status.open_invoice is not None:
+            await asyncio.sleep(3 * seconds_per_day)
+            invoice = status.open_invoice
+            outcome = await handle.execute_update(
+                SubscriptionWorkflow.submit_payment,
+                PaymentRequest(
+                    payment_id=f"demo-bank-{invoice.variable_symbol}",
+                    variable_symbol=invoice.variable_symbol,
+                    amount=invoice.amount,
+                ),
+            )
+            log.info("demo payment sent", workflow_id=workflow_id, result=outcome.result.value)
+            return
+
+
 async def run_stack(
     settings: Settings, *, demo: bool = False, seconds_per_day: int = 10, ports: Ports = Ports()
 ) -> None:
@@ -130,6 +154,7 @@ async def run_stack(
         os.environ["HOSTLIFE_SMTP_PORT"] = str(ports.smtp)
     async with dev_server(settings, ports) as env:
         adapters = production_adapters(settings)
+        adapters.hypervisors["node-1"] = LibvirtHypervisor(demo_node_uri(settings.data_dir))
         assert isinstance(adapters.billing, SqliteBilling)
         ingress_settings = local_ingress_settings(settings, ports.ingress)
         with concurrent.futures.ThreadPoolExecutor(max_workers=32) as executor:
@@ -142,9 +167,13 @@ async def run_stack(
                 router = TemporalPaymentRouter(env.client, adapters.billing)
                 ingress = asyncio.create_task(serve(router, ingress_settings))
                 stack.callback(ingress.cancel)
+                await keep_registrar_alive(adapters, stack)
                 if demo:
-                    for workflow_id in await start_demo(env, settings, seconds_per_day):
+                    started = await start_demo(env, settings, seconds_per_day)
+                    for workflow_id in started:
                         log.info("demo service started", workflow_id=workflow_id)
+                    payer = asyncio.create_task(pay_when_blocked(env, started[0], seconds_per_day))
+                    stack.callback(payer.cancel)
                 print(
                     "\nhostlife is running\n"
                     f"  Temporal Web UI   http://localhost:{ports.ui}\n"

@@ -43,7 +43,9 @@ async def start_service(
             SearchAttributePair(sa.PRODUCT, spec.product),
             SearchAttributePair(sa.PROFILE, spec.profile),
             SearchAttributePair(sa.CUSTOMER_ID, spec.customer.id),
-            SearchAttributePair(sa.EXPIRES_ON, start.clock.instant(spec.expires_on)),
+            SearchAttributePair(
+                sa.EXPIRES_ON, Clock(time_zone=start.clock.time_zone).instant(spec.expires_on)
+            ),
         ]
     )
     return await client.start_workflow(

@@ -391,7 +391,8 @@ class SubscriptionWorkflow:
             sa.PROFILE.name: state.spec.profile,
             sa.CUSTOMER_ID.name: state.spec.customer.id,
             sa.SERVICE_ID.name: state.spec.service_id,
-            sa.EXPIRES_ON.name: self.clock.instant(state.expires_on),
+            # A calendar date, so date filters work on a compressed demo clock too.
+            sa.EXPIRES_ON.name: Clock(time_zone=self.clock.time_zone).instant(state.expires_on),
             sa.VARIABLE_SYMBOLS.name: [i.variable_symbol for i in state.invoices[-INVOICE_MEMORY:]],
             sa.NEEDS_ATTENTION.name: self._attention(),
         }
@@ -419,8 +420,9 @@ class SubscriptionWorkflow:
         shown = self._shown_state()
         nxt = self._next_milestone()
         open_invoice = self._open_invoice()
+        currency = state.terms.currency
         pay = (
-            f" unless VS {open_invoice.variable_symbol} ({open_invoice.amount} CZK) is paid"
+            f" unless VS {open_invoice.variable_symbol} ({open_invoice.amount} {currency}) is paid"
             if open_invoice
             else ""
         )
@@ -431,6 +433,24 @@ class SubscriptionWorkflow:
         when = f"{nxt.kind.value.replace('_', ' ')} on {nxt.on.isoformat()}"
         if shown is ServiceState.SUSPENDED and state.suspension:
             return f"suspended ({state.suspension.reason}) — {when}"
+        if nxt.kind is MilestoneKind.PURGE:
+            if state.restorable:
+                return f"{shown.value} — restorable until {nxt.on.isoformat()}, then closed"
+            return f"{shown.value} — closed on {nxt.on.isoformat()}"
+        if shown in (
+            ServiceState.EXPIRED,
+            ServiceState.BLOCKED,
+            ServiceState.OUTZONE,
+            ServiceState.REDEMPTION,
+            ServiceState.QUARANTINE,
+        ):
+            end = next(
+                (m for m in self._upcoming(20) if m.kind in (MilestoneKind.DELETE, MilestoneKind.RELEASE)),
+                None,
+            )
+            ending = f"{end.kind.value.replace('_', ' ')} on {end.on.isoformat()}" if end else when
+            follow = f"; next: {when}" if end is not None and end != nxt else ""
+            return f"{shown.value} — {ending}{pay}{follow}"
         if nxt.kind in (
             MilestoneKind.BLOCK,
             MilestoneKind.DELETE,
@@ -438,8 +458,6 @@ class SubscriptionWorkflow:
             MilestoneKind.EXPIRE,
         ):
             return f"{shown.value} — {when}{pay}"
-        if nxt.kind is MilestoneKind.PURGE and state.restorable:
-            return f"{shown.value} — restorable until {nxt.on.isoformat()}, then closed"
         return f"{shown.value} until {state.expires_on} — next: {when}"
 
     # ---------------------------------------------------------------- side effects
@@ -476,11 +494,11 @@ class SubscriptionWorkflow:
         return state.price
 
     async def _issue_invoice(
-        self, purpose: InvoicePurpose, amount: Decimal, due_on: date, at: datetime
+        self, purpose: InvoicePurpose, amount: Decimal, due_on: date, at: datetime, period: str | None = None
     ) -> InvoiceRecord:
         state = self.state
         state.invoice_reissues += 1
-        period = self._renewal_period()
+        period = period or self._renewal_period()
         invoice = await workflow.execute_activity_method(
             BillingActivities.issue_invoice,
             IssueInvoiceInput(
@@ -959,21 +977,32 @@ class SubscriptionWorkflow:
 
     @workflow.update
     async def billing_details_changed(self, request: BillingDetailsChanged) -> CommandResult:
-        """SPEC §3.4: the open invoice is cancelled and re-issued with a new variable symbol."""
+        """SPEC §3.4: every open invoice is cancelled and re-issued with a new variable symbol."""
         async with self.lock:
             at = workflow.now()
-            old = self._open_invoice()
-            if old is None:
-                return CommandResult(message="no open invoice; nothing re-issued")
-            await self._cancel_invoice(old, request.reason, at)
-            new = await self._issue_invoice(old.purpose, old.amount, old.due_on, at)
+            reissued: list[tuple[InvoiceRecord, InvoiceRecord]] = []
+            for old in [i for i in self.state.invoices if i.status is InvoiceState.OPEN]:
+                reissued.append((old, await self._reissue(old, request.reason, at)))
             self._refresh()
         self._wake()
+        if not reissued:
+            return CommandResult(message="no open invoice; nothing re-issued")
         return CommandResult(
-            message=f"invoice VS {old.variable_symbol} cancelled, re-issued as VS {new.variable_symbol}",
-            variable_symbol=new.variable_symbol,
-            amount=new.amount,
+            message="; ".join(
+                f"invoice VS {old.variable_symbol} cancelled, re-issued as VS {new.variable_symbol}"
+                for old, new in reissued
+            ),
+            variable_symbol=reissued[-1][1].variable_symbol,
+            amount=reissued[-1][1].amount,
         )
+
+    async def _reissue(self, old: InvoiceRecord, reason: str, at: datetime) -> InvoiceRecord:
+        await self._cancel_invoice(old, reason, at)
+        new = await self._issue_invoice(old.purpose, old.amount, old.due_on, at, period=old.period)
+        suspension = self.state.suspension
+        if suspension is not None and suspension.fee_variable_symbol == old.variable_symbol:
+            suspension.fee_variable_symbol = new.variable_symbol
+        return new
 
     @billing_details_changed.validator
     def _validate_billing_changed(self, request: BillingDetailsChanged) -> None:
@@ -1261,6 +1290,11 @@ class SubscriptionWorkflow:
             raise ValueError(f"only a deleted service can be restored; it is {self._shown_state().value}")
         if not state.terms.restore_allowed:
             raise ValueError(f"{state.terms.title} cannot be restored after deletion")
+        if state.terms.on_hypervisor:
+            raise ValueError(
+                f"a {state.terms.title} is restored only onto a newly ordered and paid server of the same or "
+                "higher tier; order one and ask support to restore the provider backup onto it"
+            )
         if not state.restorable or (state.backup_until is not None and self._today() > state.backup_until):
             raise ValueError("the provider backup no longer exists")
 

@@ -330,10 +330,8 @@ async def test_severe_abuse_deletes_at_once_without_suspension_or_restore(env: W
 # ---------------------------------------------------------------- restore
 
 VPS_RESTORE_BUG = (
-    "BUG: paying the restore invoice of a deleted VPS calls power_on_vm on the deleted VM -> VmNotFound "
-    "(journal 'action_failed'), yet the invoice is marked paid, D renewed, state 'active' and the "
-    "'restored' mail sent: the customer pays price + 500 for a VPS that does not exist "
-    "(SPEC §4: VPS restore 500 CZK onto a newly ordered VPS)"
+    "NOT YET: a VPS is restored only onto a newly ordered and paid VPS (SPEC §4); until the hypervisor "
+    "keeps a provider backup after deletion, `restore` refuses a VPS (see the test below)"
 )
 
 
@@ -523,3 +521,15 @@ async def test_vps_park_and_unpark_on_the_hypervisor(env: WorkflowEnvironment) -
         assert {e.data["node"] for e in entries(journal, "hypervisor")} == {l.node}
         assert l.hypervisor.calls == [("power_off", "vps-park"), ("power_on", "vps-park")]
         await _refused(l, handle, SubscriptionWorkflow.unpark)
+
+
+async def test_vps_restore_is_refused_until_a_new_vps_is_ordered(env: WorkflowEnvironment) -> None:
+    """No money is taken for a restore that cannot happen: the validator refuses it before history."""
+    async with lab(env) as l, service(l, product="vps", expires_in_days=2) as handle:
+        d = (await l.status(handle)).expires_on
+        await at_day(l, d, 33)
+        assert (await l.status(handle)).state == "deleted"
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await handle.execute_update(SubscriptionWorkflow.restore, RestoreRequest())
+        assert "newly ordered" in str(refused.value.cause)
+        assert [i for i in (await l.status(handle)).invoices if i.purpose == "restore"] == []

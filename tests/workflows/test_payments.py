@@ -8,7 +8,6 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
-import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from activities.billing import InvoiceStatus, PaymentReceived
@@ -231,14 +230,6 @@ async def test_payment_by_signal_is_processed_the_same(env: WorkflowEnvironment)
         assert (await l.status(handle)).renewals == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: billing_details_changed cancels and re-issues only the newest open invoice; with an "
-        "unblock-fee invoice open as well, the renewal invoice keeps its old VS and that VS still renews "
-        "(SPEC §3.4; SIMULATOR billing_changed: open invoices are cancelled and re-issued)"
-    ),
-)
 async def test_billing_details_changed_reissues_every_open_invoice(env: WorkflowEnvironment) -> None:
     async with lab(env) as l, service(l) as handle:
         d = (await l.status(handle)).expires_on
