@@ -17,6 +17,7 @@ from policy.catalog import ProductKind, Terms, TldRules
 
 
 class MilestoneKind(StrEnum):
+    AUTO_RENEW = "auto_renew"
     ISSUE_INVOICE = "issue_invoice"
     REMINDER = "reminder"
     EXPIRE = "expire"
@@ -33,8 +34,9 @@ class MilestoneKind(StrEnum):
 
 _ORDER = {kind: index for index, kind in enumerate(MilestoneKind)}
 
-NOTICE_ONLY = frozenset({MilestoneKind.REMINDER, MilestoneKind.DELETION_WARNING})
-"""Milestones that only tell the customer something: skipped rather than sent when long overdue."""
+NOTICE_ONLY = frozenset({MilestoneKind.REMINDER, MilestoneKind.DELETION_WARNING, MilestoneKind.AUTO_RENEW})
+"""Milestones skipped rather than done when long overdue: notices, and the daily credit debit
+attempts a later attempt repeats anyway."""
 
 
 class Milestone(BaseModel):
@@ -69,6 +71,9 @@ class CycleFacts(BaseModel):
     later cycle: this one runs (and is invoiced) as usual."""
     invoice_lead_days: int | None = None
     """The customer's own invoice lead, where they chose one."""
+    auto_renew: bool = False
+    """Renew from the credit account (SPEC §3.9): no invoice; a debit is tried every day from the
+    invoice lead day until D, and only if all fail is an invoice issued on D+1 (it expires unpaid)."""
 
 
 def _at(terms: Terms, kind: MilestoneKind, day: date, expires_on: date) -> Milestone:
@@ -106,7 +111,12 @@ def timeline(terms: Terms, facts: CycleFacts, tld: TldRules | None = None) -> li
         return _sorted(items)
 
     lead = facts.invoice_lead_days if facts.invoice_lead_days is not None else terms.invoice_lead_days
-    add(MilestoneKind.ISSUE_INVOICE, day(-lead))
+    if facts.auto_renew:
+        for offset in range(-lead, 1):
+            add(MilestoneKind.AUTO_RENEW, day(offset))
+        add(MilestoneKind.ISSUE_INVOICE, day(1))
+    else:
+        add(MilestoneKind.ISSUE_INVOICE, day(-lead))
 
     if terms.kind is ProductKind.DOMAIN:
         if tld is None:

@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -28,16 +29,19 @@ from activities.hypervisor import RecordingHypervisor
 from activities.mailer import RecordingMailer
 from activities.platform import RecordingPlatform
 from activities.registrar import RecordingRegistrar
-from policy.catalog import Catalog, CatalogError, ProductKind, default_catalog
+from policy.catalog import Catalog, CatalogError, ProductKind, Terms, default_catalog
 from policy.clock import Clock
 from policy.money import Money
 from policy.payments import InvoiceRecord, InvoiceState
 from policy.periods import parse_period
+from starter.accounts import balance, statement, top_up
 from starter.services import start_service
 from starter.temporal_setup import installed_binary, quiet_runtime, register_search_attributes
 from worker import Adapters, build_workers
 from workflows import service_workflow_id
+from workflows.account_models import MovementKind
 from workflows.models import (
+    AutoRenewSetting,
     BillingDetailsChanged,
     CancelRequest,
     ChangePeriod,
@@ -68,7 +72,6 @@ EventType = Literal[
     "restore",
     "defer",
 ]
-NOT_YET = {"top_up", "set_auto_renew"}
 
 
 class ScenarioError(ValueError):
@@ -227,11 +230,6 @@ def load_scenario(text: str, catalog: Catalog | None = None) -> Scenario:
                 profile.tld_rules(service.name)
     except CatalogError as exc:
         raise ScenarioError(str(exc)) from None
-    unsupported = sorted({e.type for e in scenario.events} & NOT_YET)
-    if unsupported:
-        raise ScenarioError(
-            f"event type {unsupported[0]!r} needs the credit account, which this version does not have yet"
-        )
     return scenario
 
 
@@ -297,6 +295,13 @@ class Simulation:
         try:
             if event.type == "pay":
                 await self.pay(index, event, at)
+            elif event.type == "top_up":
+                await self.top_up(index, event, at)
+            elif event.type == "set_auto_renew":
+                assert event.service is not None and event.enabled is not None
+                await self.command(
+                    event, event.service, at, "set_auto_renew", AutoRenewSetting(enabled=event.enabled)
+                )
             elif event.type == "billing_changed":
                 for service in self.scenario.services:
                     if service.customer == event.customer:
@@ -358,6 +363,62 @@ class Simulation:
         else:
             line["customer"] = event.customer
         self.extra_lines.append(line)
+
+    @property
+    def terms(self) -> Terms:
+        """Credit currency and limits are the profile's (any product's terms carry them)."""
+        profile = default_catalog().profile(self.scenario.profile)
+        return profile.terms(self.scenario.services[0].product)
+
+    async def open_accounts(self) -> None:
+        """A customer's starting credit is a top-up on day 0."""
+        for customer in self.scenario.customers:
+            if customer.credit > 0:
+                await top_up(
+                    self.env.client,
+                    customer.id,
+                    customer.credit,
+                    f"simulation-opening-{customer.id}",
+                    self.terms,
+                    task_queue=self.task_queue,
+                    reason="opening credit",
+                )
+
+    async def top_up(self, index: int, event: ScenarioEvent, at: datetime) -> None:
+        assert event.customer is not None and event.amount is not None
+        try:
+            await top_up(
+                self.env.client,
+                event.customer,
+                Decimal(event.amount),
+                f"simulation-top-up-{index + 1}",
+                self.terms,
+                task_queue=self.task_queue,
+            )
+        except WorkflowUpdateFailedError as exc:
+            self.note(at, event, "rejected", str(getattr(exc.cause, "message", exc.cause)))
+
+    async def credit_lines(self) -> list[tuple[datetime, dict[str, Any]]]:
+        """Top-ups and refunds from each account's statement (debits are in the services' journals)."""
+        lines = []
+        for customer in self.scenario.customers:
+            found = await statement(self.env.client, customer.id)
+            for entry in found.entries if found else []:
+                if entry.kind is MovementKind.DEBIT:
+                    continue
+                lines.append(
+                    (
+                        entry.at,
+                        {
+                            "kind": "credit",
+                            "customer": customer.id,
+                            "action": entry.kind.value,
+                            "amount": str(entry.amount),
+                            "balance": str(entry.balance_after),
+                        },
+                    )
+                )
+        return lines
 
     async def pay(self, index: int, event: ScenarioEvent, at: datetime) -> None:
         assert event.service is not None
@@ -424,6 +485,9 @@ class Simulation:
         for extra in self.extra_lines:
             at = extra.pop("at")
             lines.append((at, order.get(extra.get("service", ""), -1), 10**9, extra))
+        for at, credit in await self.credit_lines():
+            if at < end:
+                lines.append((at, -1, 0, credit))
         lines.sort(key=lambda item: (item[0], item[1], item[2]))
         rendered = [self.stamp(at, line) for at, _, _, line in lines]
         statuses = await self.statuses()
@@ -433,11 +497,15 @@ class Simulation:
                 sid: {"state": s.state.value, "expires_on": s.expires_on.isoformat()}
                 for sid, s in statuses.items()
             },
-            "customers": {c.id: {"credit": str(c.credit)} for c in self.scenario.customers},
+            "customers": {c.id: {"credit": await self.credit_of(c.id)} for c in self.scenario.customers},
         }
         last = await self.env.get_current_time()
         rendered.append(self.stamp(min(last, end - timedelta(seconds=1)), summary))
         return rendered
+
+    async def credit_of(self, customer_id: str) -> str:
+        found = await balance(self.env.client, customer_id)
+        return str(found.balance) if found else "0.00"
 
     def stamp(self, at: datetime, line: dict[str, Any]) -> dict[str, Any]:
         local = self.clock.local(at)
@@ -497,6 +565,7 @@ async def simulation(scenario: Scenario, catalog: Catalog | None = None) -> Asyn
 
 async def run_scenario(scenario: Scenario, emit: Callable[[dict[str, Any]], None]) -> None:
     async with simulation(scenario) as sim:
+        await sim.open_accounts()
         await sim.start_services()
         await sim.run_events()
         for line in await sim.output():
@@ -509,4 +578,7 @@ def to_json_line(line: dict[str, Any]) -> str:
 
 def run(text: str, emit: Callable[[str], None]) -> None:
     scenario = load_scenario(text)
+    # What goes wrong inside the run is in the output (mail_failed, action_failed); stderr is for
+    # the one-line error of a bad scenario.
+    logging.getLogger().setLevel(logging.CRITICAL)
     asyncio.run(run_scenario(scenario, lambda line: emit(to_json_line(line))))

@@ -125,6 +125,13 @@ class SubscriptionState(BaseModel):
     runs: int = 1
     mail_failures: int = 0
     failed_actions: int = 0
+    auto_renew: bool | None = None
+    """Renewal from credit as the customer last set it; None: as the service was started."""
+    pending_registry_renewal: str | None = None
+    """A paid renewal (its period) the registry refused; waits for ops to retry it."""
+    pending_registry_redemption: bool = False
+    credit_missing: Money | None = None
+    """What the credit lacked at the last automatic-renewal attempt of this cycle."""
     last_error: str | None = None
 
 
@@ -181,6 +188,20 @@ class ResolveRequest(BaseModel):
 class DeferralRequest(BaseModel):
     days: int = Field(ge=1, le=365)
     by_support: bool = False
+
+
+class AutoRenewSetting(BaseModel):
+    enabled: bool
+
+
+class RenewFor(BaseModel):
+    """A domain renewal for this many years (SPEC §3.8: 1–10, never more than 10 years ahead)."""
+
+    years: int
+
+
+class RegistryRetry(BaseModel):
+    note: str = "ops retry"
 
 
 class RestoreRequest(BaseModel):

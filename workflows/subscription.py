@@ -21,6 +21,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.accounts import AccountActivities, DebitCreditInput
     from activities.billing import (
         BillingActivities,
         CancelInvoiceInput,
@@ -36,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.registrar import RegistrarActivities, RenewDomainInput, RestoreDomainInput
     from policy.catalog import ProductKind
     from policy.clock import Clock
+    from policy.domains import RenewalPath, check_domain_renewal, max_renewal_years, renewal_path_on
     from policy.money import normalize_variable_symbol
     from policy.payments import (
         InvoicePurpose,
@@ -57,9 +59,11 @@ with workflow.unsafe.imports_passed_through():
         timeline,
     )
     from workflows import search_attributes as sa
+    from workflows.account_models import CreditLimits
     from workflows.models import (
         FINAL,
         GONE,
+        AutoRenewSetting,
         BillingDetailsChanged,
         CancelRequest,
         ChangePeriod,
@@ -68,6 +72,8 @@ with workflow.unsafe.imports_passed_through():
         JournalEntry,
         PaymentOutcome,
         PaymentRequest,
+        RegistryRetry,
+        RenewFor,
         ResolveRequest,
         RestoreRequest,
         ServiceState,
@@ -107,6 +113,12 @@ REGISTRAR_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": timedelta(minutes=2),
     "retry_policy": RetryPolicy(
         maximum_interval=timedelta(minutes=10), non_retryable_error_types=["RegistrarRefused"]
+    ),
+}
+CREDIT_OPTIONS: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(seconds=30),
+    "retry_policy": RetryPolicy(
+        maximum_interval=timedelta(minutes=5), non_retryable_error_types=["CreditRefused"]
     ),
 }
 HYPERVISOR_OPTIONS: dict[str, Any] = {
@@ -223,7 +235,12 @@ class SubscriptionWorkflow:
             deferral_until=self.state.deferral_until,
             cancel_effective_on=self.state.cancel_effective_on,
             invoice_lead_days=self.state.spec.invoice_lead_days,
+            auto_renew=self._auto_renew(),
         )
+
+    def _auto_renew(self) -> bool:
+        state = self.state
+        return state.spec.auto_renew if state.auto_renew is None else state.auto_renew
 
     def _next_milestone(self) -> Milestone | None:
         state = self.state
@@ -262,11 +279,28 @@ class SubscriptionWorkflow:
             return
         kind = milestone.kind
         open_renewal = self._open_invoice(InvoicePurpose.RENEWAL)
-        if kind is MilestoneKind.ISSUE_INVOICE:
+        if kind is MilestoneKind.AUTO_RENEW:
+            await self._renew_from_credit(milestone, at)
+        elif kind is MilestoneKind.ISSUE_INVOICE:
             if open_renewal is None:
-                await self._issue_invoice(
-                    InvoicePurpose.RENEWAL, self._renewal_amount(), state.expires_on, at
-                )
+                # Due on D; the fallback invoice after a failed automatic renewal (D+1) is due at once.
+                due_on = max(state.expires_on, self.clock.today(at))
+                period, amount = self._renewal_period(), self._renewal_amount()
+                if state.terms.kind is ProductKind.DOMAIN and workflow.patched("domain-ten-year-cap"):
+                    # SPEC §3.8: never more than 10 years paid ahead of the day it is paid.
+                    years = min(
+                        parse_period(period).years, max_renewal_years(state.expires_on, self.clock.today(at))
+                    )
+                    if years < 1:
+                        self._record(
+                            "skipped",
+                            {"milestone": kind.value, "reason": "renewal would pay more than 10 years ahead"},
+                            at,
+                        )
+                        return
+                    if years != parse_period(period).years:
+                        period, amount = f"P{years}Y", round_money(state.yearly_price * years)
+                await self._issue_invoice(InvoicePurpose.RENEWAL, amount, due_on, at, period=period)
         elif kind is MilestoneKind.REMINDER:
             if open_renewal is not None:
                 await self._notify(
@@ -408,6 +442,8 @@ class SubscriptionWorkflow:
     def _attention(self) -> str:
         """What ops should look at, as a filterable keyword ("" when all is well)."""
         problems = []
+        if self.state.pending_registry_renewal is not None:
+            problems.append("registry_refused")
         if self.state.failed_actions:
             problems.append("action_failed")
         if self.state.mail_failures:
@@ -871,45 +907,70 @@ class SubscriptionWorkflow:
         elif invoice.purpose is InvoicePurpose.RESTORE:
             await self._restore_paid(invoice, at, payment.payment_id)
         else:
-            await self._renew(invoice, at, payment.payment_id)
+            await self._renew(invoice.period, at, f"payment:{payment.payment_id}", invoice)
         return outcome
 
-    async def _renew(self, invoice: InvoiceRecord, at: datetime, payment_id: str) -> None:
-        """Renew from D, never from the payment date (SPEC §3.1); switch back on if blocked."""
+    async def _renew(
+        self,
+        period: str,
+        at: datetime,
+        key: str,
+        invoice: InvoiceRecord | None = None,
+        reason: str = "renewed by payment",
+        amount: Decimal | None = None,
+    ) -> None:
+        """Renew from D, never from the payment date (SPEC §3.1); switch back on if blocked.
+
+        A domain is extended at its registry first (only after payment, SPEC §4). If the registry
+        refuses, D stays where the registry keeps it: the paid renewal waits for ops
+        (`retry_registry_renewal`) and the service is flagged, instead of pretending it was renewed.
+        """
         state = self.state
-        period = invoice.period
+        new_expiry: date | None = None
         if state.terms.kind is ProductKind.DOMAIN:
+            redemption = invoice is not None and invoice.purpose is InvoicePurpose.REDEMPTION
             try:
-                await self._extend_at_registry(invoice, period, at)
+                new_expiry = await self._extend_at_registry(redemption, period, at)
             except ActivityError as exc:
                 self._action_failed("registrar renew", exc, at)
+                state.pending_registry_renewal = period
+                state.pending_registry_redemption = redemption
+                return
         if period != state.period:
             state.price = price_for_period(state.yearly_price, period, state.terms.monthly_surcharge_percent)
             state.period = period
         state.next_period = None
-        if workflow.patched("renewal-anchor-day"):
+        if new_expiry is not None and workflow.patched("domain-expiry-from-registry"):
+            state.expires_on = new_expiry  # the registry's word, e.g. 29 Feb renewed to 28 Feb
+        elif workflow.patched("renewal-anchor-day"):
             # Renew onto the day of the month the service started on, so monthly D never drifts.
             state.expires_on = add_period(state.expires_on, period, anchor_day=state.spec.expires_on.day)
         else:
             state.expires_on = add_period(state.expires_on, period)
         state.done = []
         state.deferral_until = None
+        state.pending_registry_renewal = None
         state.renewals += 1
         self._record("renewed", {"expires_on": state.expires_on.isoformat(), "period": period}, at)
-        self._set_billing_state(ServiceState.ACTIVE, "renewed by payment", at)
-        await self._sync_power(at, f"renew:{payment_id}")
+        self._set_billing_state(ServiceState.ACTIVE, reason, at)
+        await self._sync_power(at, f"renew:{key}")
+        facts = (
+            self._invoice_facts(invoice)
+            if invoice is not None
+            else self._base_facts().model_copy(update={"amount": amount})
+        )
         await self._notify(
             NoticeKind.PAYMENT_RECEIVED,
-            f"payment:{payment_id}",
+            key,
             at,
-            self._invoice_facts(invoice).model_copy(update={"expires_on": state.expires_on}),
+            facts.model_copy(update={"expires_on": state.expires_on}),
         )
         self.continue_pending = True
 
-    async def _extend_at_registry(self, invoice: InvoiceRecord, period: str, at: datetime) -> None:
+    async def _extend_at_registry(self, redemption: bool, period: str, at: datetime) -> date:
         """Extend at the registry only after payment (SPEC §4); a paid redemption restores first."""
         state = self.state
-        if invoice.purpose is InvoicePurpose.REDEMPTION:
+        if redemption:
             await workflow.execute_activity_method(
                 RegistrarActivities.restore_domain,
                 RestoreDomainInput(
@@ -937,6 +998,59 @@ class SubscriptionWorkflow:
         self._record("registrar", {"action": "renew", "expires_on": result.new_expiry.isoformat()}, at)
         if state.billing_state is ServiceState.OUTZONE:
             self._record("registrar", {"action": "zone_restore"}, at)
+        return result.new_expiry
+
+    async def _renew_from_credit(self, milestone: Milestone, at: datetime) -> None:
+        """SPEC §3.9: debit the credit account; no invoice. A shortfall is retried the next day."""
+        state = self.state
+        amount = self._renewal_amount()
+        customer = state.spec.customer.id
+        try:
+            result = await workflow.execute_activity_method(
+                AccountActivities.debit_credit,
+                DebitCreditInput(
+                    # One key per cycle: the daily retries of a short debit can never take money twice.
+                    idempotency_key=self._key("credit", state.expires_on),
+                    customer_id=customer,
+                    amount=amount,
+                    currency=state.terms.credit_currency,
+                    service_id=state.spec.service_id,
+                    reason=f"automatic renewal of {state.spec.service_id} from {state.expires_on}",
+                    limits=CreditLimits.from_terms(state.terms),
+                ),
+                summary=f"debit {amount} from the credit of customer {customer} to renew {state.spec.service_id}",
+                **CREDIT_OPTIONS,
+            )
+        except ActivityError as exc:
+            self._action_failed("credit debit", exc, at)
+            return
+        line = {"customer": customer, "amount": str(amount), "balance": str(result.balance)}
+        if not result.ok:
+            last_attempt = milestone.offset >= 0
+            # Daily retries: the journal notes a shortfall when it first appears, changes, or finally fails.
+            if last_attempt or state.credit_missing != result.missing:
+                self._record("credit", {"action": "debit_failed", **line, "missing": str(result.missing)}, at)
+            state.credit_missing = result.missing
+            if last_attempt:
+                await self._notify(
+                    NoticeKind.AUTO_RENEW_FAILED,
+                    milestone.key,
+                    at,
+                    self._base_facts().model_copy(
+                        update={"amount": amount, "reason": f"the credit lacks {result.missing}"}
+                    ),
+                )
+            return
+        self._record("credit", {"action": "debit", **line}, at)
+        state.credit_missing = None
+        await self._cancel_open_invoices("paid from credit", at, InvoicePurpose.RENEWAL)
+        await self._renew(
+            self._renewal_period(),
+            at,
+            f"credit:{state.expires_on}",
+            reason="renewed from credit",
+            amount=amount,
+        )
 
     async def _restore_paid(self, invoice: InvoiceRecord, at: datetime, payment_id: str) -> None:
         state = self.state
@@ -1208,6 +1322,97 @@ class SubscriptionWorkflow:
             raise ValueError("there is no open invoice to defer")
         if self.state.expires_on + timedelta(days=request.days) >= deletion_day(terms, self.state.expires_on):
             raise ValueError("a deferral cannot reach the deletion day")
+
+    @workflow.update
+    async def renew_for(self, request: RenewFor) -> CommandResult:
+        """A domain renewed for 1–10 years: the open renewal invoice is re-issued for that period."""
+        async with self.lock:
+            at = workflow.now()
+            state = self.state
+            period = f"P{request.years}Y"
+            old = self._open_invoice(InvoicePurpose.RENEWAL)
+            if old is not None:
+                await self._cancel_invoice(old, f"renewal changed to {request.years} years", at)
+            due_on = max(state.expires_on, self._today())
+            invoice = await self._issue_invoice(
+                InvoicePurpose.RENEWAL,
+                round_money(state.yearly_price * request.years),
+                due_on,
+                at,
+                period=period,
+            )
+            self._refresh()
+        self._wake()
+        return CommandResult(
+            message=f"renewal for {request.years} years: pay VS {invoice.variable_symbol}",
+            variable_symbol=invoice.variable_symbol,
+            amount=invoice.amount,
+        )
+
+    @renew_for.validator
+    def _validate_renew_for(self, request: RenewFor) -> None:
+        self._refuse_if_gone()
+        state = self.state
+        if state.terms.kind is not ProductKind.DOMAIN or state.tld is None:
+            raise ValueError(f"{state.terms.title} is not a domain; its period is changed with change_period")
+        if state.billing_state in (ServiceState.REDEMPTION, ServiceState.QUARANTINE):
+            paid_restore = self._open_invoice(InvoicePurpose.REDEMPTION)
+            vs = f" (VS {paid_restore.variable_symbol})" if paid_restore else ""
+            raise ValueError(
+                f"the domain is in {state.billing_state.value}: only the paid restore{vs} renews it"
+            )
+        if renewal_path_on(state.tld, state.expires_on, self._today()) is RenewalPath.NONE:
+            raise ValueError("the registry no longer renews this domain")
+        check_domain_renewal(state.expires_on, self._today(), request.years)
+
+    @workflow.update
+    async def set_auto_renew(self, request: AutoRenewSetting) -> CommandResult:
+        """Switch renewal from the credit account on or off (SPEC §3.9), from the next attempt on."""
+        async with self.lock:
+            self.state.auto_renew = request.enabled
+            self._record("auto_renew", {"enabled": request.enabled}, workflow.now())
+            self._refresh()
+        self._wake()
+        return CommandResult(message=f"automatic renewal from credit {'on' if request.enabled else 'off'}")
+
+    @set_auto_renew.validator
+    def _validate_auto_renew(self, request: AutoRenewSetting) -> None:
+        self._refuse_if_gone()
+        if request.enabled == self._auto_renew():
+            raise ValueError(f"automatic renewal is already {'on' if request.enabled else 'off'}")
+
+    @workflow.update
+    async def retry_registry_renewal(self, request: RegistryRetry) -> CommandResult:
+        """Ops: try again the paid renewal the registry refused (after fixing its cause)."""
+        async with self.lock:
+            at = workflow.now()
+            period = self.state.pending_registry_renewal
+            assert period is not None
+            self._record("registry_retry", {"period": period, "note": request.note}, at)
+            redemption = self.state.pending_registry_redemption
+            invoice = next(
+                (
+                    i
+                    for i in reversed(self.state.invoices)
+                    if i.status is InvoiceState.PAID
+                    and i.purpose in (InvoicePurpose.RENEWAL, InvoicePurpose.REDEMPTION)
+                ),
+                None,
+            )
+            await self._renew(period, at, f"registry-retry:{self.state.journal_sequence}", invoice)
+            self._refresh()
+        self._wake()
+        if self.state.pending_registry_renewal is not None:
+            return CommandResult(message="the registry refused again; see the journal")
+        return CommandResult(
+            message=f"renewed at the registry until {self.state.expires_on}"
+            + (" (restored)" if redemption else "")
+        )
+
+    @retry_registry_renewal.validator
+    def _validate_registry_retry(self, request: RegistryRetry) -> None:
+        if self.state.pending_registry_renewal is None:
+            raise ValueError("no paid renewal is waiting for the registry")
 
     @workflow.update
     async def park(self) -> CommandResult:

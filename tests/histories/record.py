@@ -1,6 +1,6 @@
 """Record the histories of the example scenarios, for the replay test.
 
-    .venv/bin/python -m tests.histories.record
+    .venv/bin/python -m tests.histories.record [EXAMPLE.json ...]   # default: every example
 
 Run it only when a new workflow version is released: the committed histories are what running
 services look like, and every later change to the workflow must still replay them (behind
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 
 from temporalio.api.enums.v1 import EventType
@@ -49,7 +50,8 @@ async def record(example: Path) -> list[Path]:
 
 
 async def main() -> None:
-    for example in sorted(EXAMPLES.glob("*.json")):
+    chosen = [Path(arg) for arg in sys.argv[1:]] or sorted(EXAMPLES.glob("*.json"))
+    for example in chosen:
         for path in await record(example):
             print(path.relative_to(HERE.parent.parent))
 

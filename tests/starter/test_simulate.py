@@ -82,7 +82,9 @@ def test_vps_never_paid_is_closed_on_schedule() -> None:
 
 def test_stale_and_wrong_payments_are_held_and_a_duplicate_is_applied_once() -> None:
     lines = lines_of(simulate(ROOT / "examples" / "stale-vs-payment.json"))
-    payments = [(line["day"], line["payment_id"], line["result"]) for line in lines if line["kind"] == "payment"]
+    payments = [
+        (line["day"], line["payment_id"], line["result"]) for line in lines if line["kind"] == "payment"
+    ]
     assert payments == [
         (12, "bank-881", "held"),
         (14, "bank-882", "held"),
@@ -150,3 +152,27 @@ def test_simulate_exits_cleanly_twenty_times_in_a_row() -> None:
         result = simulate(example)
         assert result.returncode == 0, f"run {attempt + 1}: exit {result.returncode}: {result.stderr[-500:]}"
         assert lines_of(result)[-1]["kind"] == "summary"
+
+
+def test_automatic_renewal_from_credit_shows_top_ups_debits_and_the_balance() -> None:
+    lines = lines_of(simulate(ROOT / "examples" / "auto-renew-from-credit.json"))
+    credit = [
+        (line["day"], line.get("service"), line["action"], line["balance"])
+        for line in lines
+        if line["kind"] == "credit"
+    ]
+    assert credit[0] == (0, None, "top_up", "500.00")
+    assert (10, "vps-5", "debit", "170.00") in credit, "VPS (D = day 40) renewed from credit on D-30"
+    assert (15, "web-5", "debit_failed", "170.00") in credit, "hosting (D = day 45) short on D-30"
+    assert (20, None, "top_up", "1170.00") in credit
+    assert not [line for line in lines if line["kind"] == "invoice" and line["day"] < 46], (
+        "no invoice while credit is tried"
+    )
+    web_states = [
+        (line["day"], line["state"])
+        for line in lines
+        if line["kind"] == "state" and line["service"] == "web-5"
+    ]
+    assert web_states == [(0, "active"), (46, "blocked")], "still short on D: expires like an unpaid service"
+    summary = lines[-1]
+    assert summary["customers"]["c5"]["credit"] == credit[-1][3]

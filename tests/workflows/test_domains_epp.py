@@ -634,13 +634,6 @@ async def test_workflow_expiry_matches_the_registry_after_a_renewal_into_a_leap_
             assert status.expires_on == registry.domains[domain].expires_on
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the workflow computes a renewed domain's D itself (add_period, anchored on the day the service "
-    "started); a domain expiring 29 Feb is renewed by the registry to 28 Feb and stays there, but after four "
-    "yearly renewals the workflow's D is 29 Feb again, so the next renew sends a curExpDate the registry "
-    "refuses. Take D from RenewDomainResult.new_expiry (or policy.domains.add_years) for domains.",
-)
 async def test_a_29_february_domain_keeps_the_registrys_expiry_through_yearly_renewals(
     env: WorkflowEnvironment, tls: Tls
 ) -> None:
@@ -659,12 +652,6 @@ async def test_a_29_february_domain_keeps_the_registrys_expiry_through_yearly_re
                 assert d == registry.domains[domain].expires_on
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: SPEC §3.8 'never more than 10 years paid ahead': the P10Y renewal invoice is issued 30 days "
-    "before D and, paid before D, renews to D+10y, more than 10 years after the payment. Issue it for "
-    "policy.domains.max_renewal_years(D, issue day) years (9 here) and check_domain_renewal on payment.",
-)
 async def test_a_ten_year_domain_paid_before_d_is_never_paid_more_than_ten_years_ahead(
     env: WorkflowEnvironment, tls: Tls
 ) -> None:
@@ -680,12 +667,6 @@ async def test_a_ten_year_domain_paid_before_d_is_never_paid_more_than_ten_years
             assert renewal.new_expiry <= add_years(paid_on, 10)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: when the registry refuses the renew (here 2304 serverRenewProhibited) the workflow records "
-    "action_failed but still moves D a year and shows the domain active; the registry keeps the old D and "
-    "will release it while hostlife says active. Keep D (and the paid invoice) until the registry renews.",
-)
 async def test_a_renew_the_registry_refused_does_not_move_the_expiry(
     env: WorkflowEnvironment, tls: Tls
 ) -> None:
