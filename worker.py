@@ -29,6 +29,14 @@ from activities.hypervisor import Hypervisor, HypervisorActivities, RecordingHyp
 from activities.mailer import MailActivities, Mailer, RecordingMailer, SmtpMailer
 from activities.platform import HostingPlatform, PlatformActivities, RecordingPlatform
 from activities.registrar import EppRegistrar, RecordingRegistrar, Registrar, RegistrarActivities
+from activities.vps_storage import (
+    IsoImageStore,
+    LibvirtIsoImageStore,
+    RecordingIsoImageStore,
+    RecordingStorageBilling,
+    StorageBilling,
+    VpsStorageActivities,
+)
 from policy.catalog import load_catalog
 from starter.codec import data_converter_from_env
 from starter.config import Settings
@@ -36,9 +44,18 @@ from starter.logging import configure_logging
 from starter.temporal_connection import connect_options_from_env
 from starter.temporal_setup import register_search_attributes
 from workflows.customer_account import CustomerAccountWorkflow
+from workflows.iso_images import IsoImageWorkflow
 from workflows.subscription import SubscriptionWorkflow
+from workflows.vps_backups import VpsBackupsWorkflow
+from workflows.vps_support import VpsSupportActionWorkflow
 
-WORKFLOWS: Sequence[type] = (SubscriptionWorkflow, CustomerAccountWorkflow)
+WORKFLOWS: Sequence[type] = (
+    SubscriptionWorkflow,
+    CustomerAccountWorkflow,
+    VpsBackupsWorkflow,
+    VpsSupportActionWorkflow,
+    IsoImageWorkflow,
+)
 
 
 @dataclass
@@ -50,10 +67,12 @@ class Adapters:
     platform: HostingPlatform = field(default_factory=RecordingPlatform)
     registrar: Registrar = field(default_factory=RecordingRegistrar)
     hypervisors: dict[str, Hypervisor] = field(default_factory=lambda: {"node-1": RecordingHypervisor()})
+    storage_billing: StorageBilling = field(default_factory=RecordingStorageBilling)
 
 
 def lifecycle_activities(adapters: Adapters, client: Client, task_queue: str) -> list[Any]:
     accounts = AccountActivities(client, task_queue=task_queue)
+    storage = VpsStorageActivities(billing=adapters.storage_billing)
     billing = BillingActivities(adapters.billing)
     mail = MailActivities.from_env(adapters.mailer)
     platform = PlatformActivities(adapters.platform)
@@ -73,12 +92,16 @@ def lifecycle_activities(adapters: Adapters, client: Client, task_queue: str) ->
         registrar.renew_domain,
         registrar.restore_domain,
         accounts.debit_credit,
+        storage.charge_iso_storage,
+        storage.warn_iso_storage_unpaid,
     ]
 
 
 def node_activities(hypervisor: Hypervisor) -> list[Any]:
     vm = HypervisorActivities(hypervisor)
+    images = VpsStorageActivities(images=iso_store_for(hypervisor))
     return [
+        images.delete_iso_image,
         vm.power_off_vm,
         vm.power_on_vm,
         vm.delete_vm,
@@ -91,6 +114,15 @@ def node_activities(hypervisor: Hypervisor) -> list[Any]:
         vm.rotate_vm_backups,
         vm.list_vm_backups,
     ]
+
+
+def iso_store_for(hypervisor: Hypervisor) -> IsoImageStore:
+    """ISO images live in the node's storage pool when the node is libvirt."""
+    from activities.libvirt_node import LibvirtHypervisor
+
+    if isinstance(hypervisor, LibvirtHypervisor):
+        return LibvirtIsoImageStore(hypervisor)
+    return RecordingIsoImageStore()
 
 
 def build_workers(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from temporalio.client import Client, WorkflowHandle
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 
 from policy.catalog import Catalog, ProductKind, default_catalog
 from policy.clock import Clock
@@ -11,6 +11,8 @@ from workflows import TASK_QUEUE, service_workflow_id
 from workflows import search_attributes as sa
 from workflows.models import ServiceSpec, SubscriptionInput
 from workflows.subscription import SubscriptionWorkflow
+from workflows.vps_backups import VpsBackupsWorkflow
+from workflows.vps_models import VpsBackupsConfig, VpsBackupsInput, vps_backups_workflow_id
 
 
 def subscription_input(
@@ -48,7 +50,11 @@ async def start_service(
             ),
         ]
     )
-    return await client.start_workflow(
+    if spec.backup_rotation and not start.terms.on_hypervisor:
+        raise ValueError(f"{start.terms.title} has no automatic backups (only VPS and APS do)")
+    if spec.follows and start.terms.kind is not ProductKind.DNS:
+        raise ValueError("only DNS hosting follows a domain")
+    handle = await client.start_workflow(
         SubscriptionWorkflow.run,
         start,
         id=service_workflow_id(spec.service_id),
@@ -59,4 +65,26 @@ async def start_service(
             f"service {spec.service_id} · product {spec.product} · profile {spec.profile} · "
             f"customer {spec.customer.id} · {spec.price} {start.terms.currency} per {spec.period}"
         ),
+    )
+    if spec.backup_rotation:
+        await start_vps_backups(client, spec, start.clock, task_queue)
+    return handle
+
+
+async def start_vps_backups(
+    client: Client, spec: ServiceSpec, clock: Clock, task_queue: str = TASK_QUEUE
+) -> None:
+    """Automatic daily backups of a VPS in a 3- or 7-day rotation, as their own durable workflow."""
+    await client.start_workflow(
+        VpsBackupsWorkflow.run,
+        VpsBackupsInput(
+            config=VpsBackupsConfig(
+                service_id=spec.service_id, node=spec.node, vm_name=spec.name or spec.service_id, clock=clock
+            ),
+            rotation=spec.backup_rotation,
+        ),
+        id=vps_backups_workflow_id(spec.service_id),
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        static_summary=f"backups of VPS {spec.service_id} on {spec.node} ({spec.backup_rotation}-day rotation)",
     )

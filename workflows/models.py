@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -63,6 +63,10 @@ class ServiceSpec(BaseModel):
     parking_price: Money | None = None
     first_licence: bool = False
     invoice_lead_days: int | None = Field(default=None, ge=1, le=90)
+    backup_rotation: Literal[0, 3, 7] = 0
+    """VPS/APS: automatic daily backups kept for 3 or 7 days (0: none)."""
+    follows: str | None = None
+    """DNS hosting: the service id of the domain it follows (SPEC §4)."""
 
 
 class Suspension(BaseModel):
@@ -130,6 +134,8 @@ class SubscriptionState(BaseModel):
     pending_registry_renewal: str | None = None
     """A paid renewal (its period) the registry refused; waits for ops to retry it."""
     pending_registry_redemption: bool = False
+    dependents: list[str] = []
+    """Domain: the DNS services that follow it."""
     credit_missing: Money | None = None
     """What the credit lacked at the last automatic-renewal attempt of this cycle."""
     last_error: str | None = None
@@ -192,6 +198,18 @@ class DeferralRequest(BaseModel):
 
 class AutoRenewSetting(BaseModel):
     enabled: bool
+
+
+class DependentAttached(BaseModel):
+    service_id: str
+
+
+class DomainStateChanged(BaseModel):
+    """What a domain tells the DNS hosting that follows it."""
+
+    domain_service_id: str
+    state: ServiceState
+    expires_on: date
 
 
 class RenewFor(BaseModel):

@@ -59,6 +59,7 @@ with workflow.unsafe.imports_passed_through():
         timeline,
     )
     from workflows import search_attributes as sa
+    from workflows import service_workflow_id
     from workflows.account_models import CreditLimits
     from workflows.models import (
         FINAL,
@@ -69,6 +70,8 @@ with workflow.unsafe.imports_passed_through():
         ChangePeriod,
         CommandResult,
         DeferralRequest,
+        DependentAttached,
+        DomainStateChanged,
         JournalEntry,
         PaymentOutcome,
         PaymentRequest,
@@ -85,6 +88,8 @@ with workflow.unsafe.imports_passed_through():
         Suspension,
         UpcomingMilestone,
     )
+    from workflows.vps_backups import VpsBackupsWorkflow
+    from workflows.vps_models import VpsDeleted, vps_backups_workflow_id
 
 JOURNAL_LIMIT = 500
 PAYMENT_MEMORY = 200
@@ -160,6 +165,7 @@ class SubscriptionWorkflow:
         self.woken = False
         self.continue_pending = False
         self.upserted: dict[str, Any] = {}
+        self.signals_out: list[asyncio.Task[None]] = []
 
     # ---------------------------------------------------------------- run
 
@@ -168,8 +174,17 @@ class SubscriptionWorkflow:
         if self.new:
             self._record("state", {"state": self._shown_state().value, "reason": "service started"})
             self.state.shown_state = self._shown_state()
+        if self.new and self._follows() is not None:
+            await self._attach_to_domain()
         self._refresh()
-        while (milestone := self._next_milestone()) is not None:
+        while (milestone := self._next_milestone()) is not None or not self._finished():
+            if milestone is None:
+                # A follower (DNS hosting) has no timeline of its own: it waits for its domain.
+                self.woken = False
+                await workflow.wait_condition(lambda: self.woken)
+                if self._should_continue_as_new():
+                    break
+                continue
             if await self._sleep_until(self._instant(milestone)):
                 if self._should_continue_as_new():
                     break
@@ -182,7 +197,9 @@ class SubscriptionWorkflow:
             if self._should_continue_as_new():
                 break
         await workflow.wait_condition(workflow.all_handlers_finished)
-        if self._next_milestone() is not None or self.continue_pending:
+        if self.signals_out:
+            await asyncio.gather(*self.signals_out)
+        if not self._finished() or self.continue_pending:
             self._continue_as_new()
         return SubscriptionResult(
             service_id=self.state.spec.service_id,
@@ -190,6 +207,15 @@ class SubscriptionWorkflow:
             expires_on=self.state.expires_on,
             renewals=self.state.renewals,
         )
+
+    def _finished(self) -> bool:
+        return self.state.billing_state in FINAL or (
+            self._next_milestone() is None and self._follows() is None
+        )
+
+    def _follows(self) -> str | None:
+        state = self.state
+        return state.spec.follows if state.terms.kind is ProductKind.DNS else None
 
     def _should_continue_as_new(self) -> bool:
         return self.continue_pending or workflow.info().is_continue_as_new_suggested()
@@ -255,6 +281,8 @@ class SubscriptionWorkflow:
                 offset=(purge_on - state.expires_on).days,
             )
             return None if purge.key in state.done else purge
+        if self._follows() is not None:
+            return None  # its domain's state drives it
         return next_milestone(state.terms, self._facts(), state.done, state.tld)
 
     def _upcoming(self, limit: int = 6) -> list[Milestone]:
@@ -349,6 +377,8 @@ class SubscriptionWorkflow:
         state = self.state
         await self._cancel_open_invoices("service deleted", at)
         await self._service_action("delete", at, key)
+        if state.terms.on_hypervisor:
+            await self._tell_backups_vps_deleted(reason)
         today = self.clock.today(at)
         state.deleted_on = today
         retention = state.terms.backup_retention_days if (restorable and state.terms.restore_allowed) else 0
@@ -364,6 +394,14 @@ class SubscriptionWorkflow:
             await self._notify(
                 NoticeKind.RESTORE_OFFER, key, at, facts.model_copy(update={"fee": self._restore_fee()})
             )
+
+    async def _tell_backups_vps_deleted(self, reason: str) -> None:
+        """The VPS's backups go with it (SPEC §5); its backups workflow removes them and ends."""
+        handle = workflow.get_external_workflow_handle(vps_backups_workflow_id(self.state.spec.service_id))
+        try:
+            await handle.signal(VpsBackupsWorkflow.vps_deleted, VpsDeleted(reason=reason))
+        except Exception as exc:  # no backups workflow (none was ordered, or it already ended)
+            self._record("backups_not_told", {"error": str(exc)})
 
     async def _purge(self, at: datetime, key: str) -> None:
         await self._cancel_open_invoices("provider backup purged", at)
@@ -406,6 +444,41 @@ class SubscriptionWorkflow:
                 "service state changed",
                 extra={"service_id": self.state.spec.service_id, "state": shown.value, "reason": reason},
             )
+            self._tell_dependents()
+
+    def _tell_dependents(self) -> None:
+        """A domain's state reaches the DNS hosting that follows it (sent as signals, in order)."""
+        state = self.state
+        if state.terms.kind is not ProductKind.DOMAIN or not state.dependents:
+            return
+        fact = DomainStateChanged(
+            domain_service_id=state.spec.service_id, state=self._shown_state(), expires_on=state.expires_on
+        )
+        for dependent in state.dependents:
+            self.signals_out.append(asyncio.create_task(self._signal_dependent(dependent, fact)))
+
+    async def _signal_dependent(self, dependent: str, fact: DomainStateChanged) -> None:
+        handle = workflow.get_external_workflow_handle(service_workflow_id(dependent))
+        try:
+            await handle.signal(SubscriptionWorkflow.domain_state_changed, fact)
+        except Exception as exc:  # the dependent is gone: nothing left to tell
+            workflow.logger.warning(
+                "dependent not told", extra={"service_id": self.state.spec.service_id, "dependent": dependent}
+            )
+            self._record("dependent_gone", {"dependent": dependent, "error": str(exc)})
+
+    async def _attach_to_domain(self) -> None:
+        domain = self._follows()
+        assert domain is not None
+        handle = workflow.get_external_workflow_handle(service_workflow_id(domain))
+        try:
+            await handle.signal(
+                SubscriptionWorkflow.attach_dependent,
+                DependentAttached(service_id=self.state.spec.service_id),
+            )
+        except Exception as exc:
+            self._record("action_failed", {"action": "follow domain", "error": str(exc)})
+            self.state.failed_actions += 1
 
     def _record(self, kind: str, data: dict[str, Any], at: datetime | None = None) -> None:
         state = self.state
@@ -1082,6 +1155,44 @@ class SubscriptionWorkflow:
         self._note_state("suspension lifted", at)
         await self._sync_power(at, key)
         await self._notify(NoticeKind.SUSPENSION_LIFTED, key, at, self._base_facts())
+
+    # ---------------------------------------------------------------- a DNS hosting following its domain
+
+    @workflow.signal
+    async def attach_dependent(self, request: DependentAttached) -> None:
+        """A DNS hosting starts following this domain; it is told the current state at once."""
+        async with self.lock:
+            if request.service_id not in self.state.dependents:
+                self.state.dependents.append(request.service_id)
+                self._record("dependent", {"service": request.service_id})
+            fact = DomainStateChanged(
+                domain_service_id=self.state.spec.service_id,
+                state=self._shown_state(),
+                expires_on=self.state.expires_on,
+            )
+            self.signals_out.append(asyncio.create_task(self._signal_dependent(request.service_id, fact)))
+
+    @workflow.signal
+    async def domain_state_changed(self, fact: DomainStateChanged) -> None:
+        """SPEC §4: DNS hosting follows its domain. Out of the zone: records keep resolving but cannot
+        be edited (blocked); released: the zone is deleted, its records history kept for restore."""
+        async with self.lock:
+            state = self.state
+            if state.billing_state in GONE or fact.domain_service_id != self._follows():
+                return
+            at = workflow.now()
+            state.expires_on = fact.expires_on
+            reason = f"domain {fact.domain_service_id} is {fact.state.value}"
+            if fact.state in (ServiceState.RELEASED, ServiceState.DELETED, ServiceState.CLOSED):
+                await self._delete(at, f"domain:{fact.state.value}:{fact.expires_on}", reason)
+            elif fact.state in (ServiceState.OUTZONE, ServiceState.REDEMPTION, ServiceState.QUARANTINE):
+                self._set_billing_state(ServiceState.BLOCKED, reason, at)
+                await self._sync_power(at, f"domain:{fact.state.value}:{fact.expires_on}")
+            else:
+                self._set_billing_state(ServiceState.ACTIVE, reason, at)
+                await self._sync_power(at, f"domain:{fact.state.value}:{fact.expires_on}")
+            self._refresh()
+        self._wake()
 
     # ---------------------------------------------------------------- commands
 

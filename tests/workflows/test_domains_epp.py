@@ -685,11 +685,6 @@ async def test_a_renew_the_registry_refused_does_not_move_the_expiry(
             assert status.expires_on == registry.domains[domain].expires_on == d
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: SPEC §4 'DNS hosting follows its domain': nothing links a DNS service to its domain, so the "
-    "DNS zone keeps its own timeline and stays editable while its domain is out of the zone.",
-)
 async def test_dns_hosting_is_blocked_when_its_domain_leaves_the_zone(
     env: WorkflowEnvironment, tls: Tls
 ) -> None:
@@ -699,7 +694,11 @@ async def test_dns_hosting_is_blocked_when_its_domain_leaves_the_zone(
         async with (
             lab.domain(domain, d) as domain_handle,
             lab.service(
-                product="dns", name=domain, expires_on=d + timedelta(days=200), price=Decimal("120.00")
+                product="dns",
+                name=domain,
+                expires_on=d + timedelta(days=200),
+                price=Decimal("120.00"),
+                follows=domain_handle.id.removeprefix("service-"),
             ) as dns_handle,
         ):
             await lab.go(d, 35)
