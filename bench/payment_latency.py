@@ -1,0 +1,296 @@
+"""Payment to service back on (issue 10, part 2): POST → completed power-on activity.
+
+The `make run` topology in one process: the real ingress (FastAPI on uvicorn, loopback), the
+`TemporalPaymentRouter` reading a SQLite billing ledger, and the lifecycle and hypervisor-node
+workers, all on one event loop against one dev server. `--services` services are open (default
+10,000); most are shared hosting far from their expiry (idle, on the real clock), and
+`rate × seconds` VPS services on a compressed clock are blocked for non-payment (their
+power-off ran). Then signed card webhooks arrive open-loop at a steady `--rate` per second, one
+per blocked VPS with its open invoice's VS and amount, and each latency is measured from just
+before the POST to the moment the hypervisor's `power_on` returned (a `RecordingHypervisor`
+subclass stamps it) — the update, the ledger write and the power-on activity on the node's
+task queue are all inside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import socket
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+
+from activities.hypervisor import RecordingHypervisor
+from activities.platform import RecordingPlatform
+from activities.registrar import RecordingRegistrar
+from bench.common import (
+    cpu_seconds,
+    dev_server,
+    gather_limited,
+    mib,
+    percentile,
+    print_table,
+    rss_bytes,
+    write_result,
+)
+from bench.lifecycle_throughput import BenchBilling, CountingMailer
+from policy.clock import Clock
+from starter.ingress import IngressSettings, create_app, sign_webhook
+from starter.payment_router import TemporalPaymentRouter
+from starter.services import start_service
+from worker import Adapters, build_workers
+from workflows.models import Customer, ServiceSpec
+
+SECRET = "bench-webhook-secret-0123456789abcdef"
+API_KEY = "bench-statement-api-key-0123456789abcdef"
+NODE = "node-1"
+
+
+class StampingHypervisor(RecordingHypervisor):
+    """Stamps (monotonic) when each VM was switched off and back on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.off_at: dict[str, float] = {}
+        self.on_at: dict[str, float] = {}
+
+    def power_off(self, vm_name: str, graceful_timeout: timedelta) -> bool:
+        changed = super().power_off(vm_name, graceful_timeout)
+        self.off_at.setdefault(vm_name, time.monotonic())
+        return changed
+
+    def power_on(self, vm_name: str) -> bool:
+        changed = super().power_on(vm_name)
+        self.on_at.setdefault(vm_name, time.monotonic())
+        return changed
+
+
+@contextlib.asynccontextmanager
+async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """Uvicorn on a free loopback port on this loop; yields an HTTP client for it."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60, limits=limits) as http:
+            yield http
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+        sock.close()
+
+
+async def post_card(
+    http: httpx.AsyncClient, payment_id: str, variable_symbol: str, amount: Decimal
+) -> httpx.Response:
+    body = json.dumps(
+        {
+            "payment_id": payment_id,
+            "variable_symbol": variable_symbol,
+            "amount": str(amount),
+            "currency": "CZK",
+            "received_at": datetime.now(UTC).isoformat(),
+        }
+    ).encode()
+    stamp = int(time.time())
+    headers = {
+        "Content-Type": "application/json",
+        "X-Hostlife-Timestamp": str(stamp),
+        "X-Hostlife-Signature": sign_webhook(SECRET, stamp, body),
+    }
+    return await http.post("/payments/card", content=body, headers=headers)
+
+
+async def wait_until(check: Any, what: str, limit_s: float) -> None:
+    deadline = time.monotonic() + limit_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.2)
+
+
+async def run(
+    services: int = 10_000,
+    rate: float = 20.0,
+    seconds: float = 30.0,
+    seconds_per_day: int = 10,
+    concurrency: int = 32,
+) -> dict[str, Any]:
+    paid = max(1, round(rate * seconds))
+    idle = max(0, services - paid)
+    async with dev_server() as server, contextlib.AsyncExitStack() as stack:
+        drain = asyncio.create_task(server.metrics.drain_forever())
+        stack.callback(drain.cancel)
+        client = server.client
+        billing = BenchBilling(server.data_dir / "billing.sqlite")
+        hypervisor = StampingHypervisor()
+        adapters = Adapters(
+            billing=billing,
+            mailer=CountingMailer(),
+            platform=RecordingPlatform(),
+            registrar=RecordingRegistrar(),
+            hypervisors={NODE: hypervisor},
+        )
+        executor = stack.enter_context(concurrent.futures.ThreadPoolExecutor(max_workers=32))
+        task_queue = "bench-payments"
+        for worker in build_workers(client, adapters, task_queue=task_queue, executor=executor):
+            await stack.enter_async_context(worker)
+        settings = IngressSettings.model_validate({"webhook_secret": SECRET, "api_key": API_KEY})
+        http = await stack.enter_async_context(
+            serving(create_app(TemporalPaymentRouter(client, billing), settings))
+        )
+
+        # The open services that just wait (real clock, expiry months away), then the ones to pay.
+        today = Clock().today(datetime.now(UTC))
+        started = time.monotonic()
+
+        async def start(spec: ServiceSpec, clock: Clock | None = None) -> None:
+            await start_service(client, spec, clock=clock, task_queue=task_queue)
+
+        await gather_limited(
+            (
+                start(
+                    ServiceSpec(
+                        service_id=f"idle-{i:06d}",
+                        customer=Customer(id=f"c-idle-{i}", email="bench@example.cz", language="en"),
+                        product="hosting",
+                        price=Decimal("1200.00"),
+                        expires_on=today + timedelta(days=100 + i % 200),
+                    )
+                )
+                for i in range(idle)
+            ),
+            concurrency,
+        )
+        idle_started_s = time.monotonic() - started
+        clock = Clock.compressed_from(datetime.now(UTC), seconds_per_day)
+        assert clock.epoch_day is not None
+        vps_ids = [f"vps-{i:06d}" for i in range(paid)]
+        await gather_limited(
+            (
+                start(
+                    ServiceSpec(
+                        service_id=service_id,
+                        customer=Customer(id=f"c-{service_id}", email="bench@example.cz", language="en"),
+                        product="vps",
+                        price=Decimal("330.00"),
+                        expires_on=clock.epoch_day,
+                        node=NODE,
+                    ),
+                    clock,
+                )
+                for service_id in vps_ids
+            ),
+            concurrency,
+        )
+        await wait_until(lambda: len(hypervisor.off_at) >= paid, "the VPS services to be blocked", 600)
+        open_services = idle + paid
+        worker_rss, server_rss = rss_bytes(), server.rss_bytes()
+
+        # Steady, open-loop load: payment k is sent at t0 + k/rate whatever the earlier ones do.
+        posted: dict[str, float] = {}
+        answers: dict[str, tuple[int, float, str]] = {}
+
+        async def pay(k: int, at: float) -> None:
+            await asyncio.sleep(max(0.0, at - time.monotonic()))
+            service_id = vps_ids[k]
+            invoice = billing.latest[service_id]
+            posted[service_id] = time.monotonic()
+            response = await post_card(http, f"card-{service_id}", invoice.variable_symbol, invoice.amount)
+            outcome = response.json()["results"][0]["outcome"] if response.status_code == 200 else ""
+            answers[service_id] = (response.status_code, time.monotonic() - posted[service_id], outcome)
+
+        cpu0 = (cpu_seconds(), cpu_seconds(server.pid))
+        t0 = time.monotonic() + 0.5
+        await asyncio.gather(*(pay(k, t0 + k / rate) for k in range(paid)))
+        await wait_until(
+            lambda: all(s in hypervisor.on_at for s in vps_ids), "every VPS to be powered on", 120
+        )
+        load_s = time.monotonic() - t0
+        cpu = (cpu_seconds() - cpu0[0], cpu_seconds(server.pid) - cpu0[1])
+        sent_s = max(posted.values()) - min(posted.values())
+
+    latencies = [1000 * (hypervisor.on_at[s] - posted[s]) for s in vps_ids if s in hypervisor.on_at]
+    http_ms = [1000 * answers[s][1] for s in vps_ids if s in answers]
+    statuses = sorted({f"{answers[s][0]} {answers[s][2]}" for s in vps_ids if s in answers})
+    result: dict[str, Any] = {
+        "parameters": {
+            "open_services": open_services,
+            "idle_hosting": idle,
+            "blocked_vps_paid": paid,
+            "rate_per_s": rate,
+            "seconds_per_day_of_vps_clock": seconds_per_day,
+        },
+        "achieved_rate_per_s": round((paid - 1) / sent_s, 2) if paid > 1 and sent_s > 0 else None,
+        "answers": statuses,
+        "not_powered_on": paid - len(latencies),
+        "post_to_power_on_ms": {
+            "p50": round(percentile(latencies, 50), 1),
+            "p95": round(percentile(latencies, 95), 1),
+            "p99": round(percentile(latencies, 99), 1),
+            "max": round(max(latencies, default=0.0), 1),
+        },
+        "http_response_ms": {
+            "p50": round(percentile(http_ms, 50), 1),
+            "p99": round(percentile(http_ms, 99), 1),
+        },
+        "target_p99_ms": 1000,
+        "idle_services_started_in_s": round(idle_started_s, 1),
+        "during_load": {
+            "seconds": round(load_s, 1),
+            "worker_process_cpu_s": round(cpu[0], 2),
+            "server_cpu_s": round(cpu[1], 2),
+        },
+        "rss_mib_with_all_open": {
+            "worker_process": round(mib(worker_rss), 1),
+            "dev_server": round(mib(server_rss), 1),
+        },
+    }
+    write_result("payment_latency", result)
+    lat = result["post_to_power_on_ms"]
+    print_table(
+        f"Payment → power on, {open_services} open services, {rate}/s × {paid} payments",
+        [
+            ("p50 ms", lat["p50"]),
+            ("p95 ms", lat["p95"]),
+            ("p99 ms (target < 1000)", lat["p99"]),
+            ("max ms", lat["max"]),
+            (
+                "HTTP answer p50 / p99 ms",
+                f"{result['http_response_ms']['p50']} / {result['http_response_ms']['p99']}",
+            ),
+            ("achieved rate /s", str(result["achieved_rate_per_s"])),
+            ("answers", ", ".join(statuses)),
+        ],
+    )
+    return result
+
+
+def main(argv: list[str] | None = None, quick: bool = False) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m bench payment_latency", description=__doc__)
+    parser.add_argument("--services", type=int, default=60 if quick else 10_000, help="open services in all")
+    parser.add_argument("--rate", type=float, default=20.0, help="payments per second")
+    parser.add_argument(
+        "--seconds", type=float, default=2.0 if quick else 30.0, help="how long the load lasts"
+    )
+    parser.add_argument("--seconds-per-day", type=int, default=10, help="compressed clock of the paid VPS")
+    args = parser.parse_args(argv or [])
+    return asyncio.run(run(args.services, args.rate, args.seconds, args.seconds_per_day))

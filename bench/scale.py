@@ -1,0 +1,207 @@
+"""Scale (issue 10, part 4): many services on one dev server, and the simulator on a big scenario.
+
+1. `--services` idle shared-hosting services (default 100,000; expiry months away, real clock)
+   are started on one dev server with the lifecycle worker running (default worker settings,
+   so a cache of 1,000 workflows). Every `--sample-every` starts, the start rate of that window,
+   the dev server's RSS, the worker process's RSS and the database size are sampled. The run
+   ends when every service has had its first workflow task.
+2. `hostlife simulate` machinery (`starter.simulate.run_scenario`, time-skipping server) on a
+   generated scenario of `--sim-services` services (default 1,000; hosting, e-mail, VPS and .cz
+   domains) over `--sim-days` days (default 730): every other service is paid before D in both
+   years, the rest run to deletion. The wall time and the output lines are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from activities.billing import SqliteBilling
+from activities.hypervisor import RecordingHypervisor
+from activities.platform import RecordingPlatform
+from activities.registrar import RecordingRegistrar
+from bench.common import dev_server, mib, print_table, rss_bytes, write_result
+from bench.lifecycle_throughput import CountingMailer
+from policy.clock import Clock
+from starter.services import start_service
+from starter.simulate import load_scenario, run_scenario
+from worker import Adapters, build_workers
+from workflows.models import Customer, ServiceSpec
+
+PRODUCTS = [
+    ("hosting", "1200.00", ""),
+    ("email", "240.00", ""),
+    ("vps", "3960.00", ""),
+    ("domain", "250.00", ".cz"),
+]
+
+
+async def start_many(services: int, sample_every: int, concurrency: int = 32) -> dict[str, Any]:
+    samples: list[dict[str, Any]] = []
+    async with dev_server() as server, contextlib.AsyncExitStack() as stack:
+        drain = asyncio.create_task(server.metrics.drain_forever())
+        stack.callback(drain.cancel)
+        client = server.client
+        adapters = Adapters(
+            billing=SqliteBilling(server.data_dir / "billing.sqlite"),
+            mailer=CountingMailer(),
+            platform=RecordingPlatform(),
+            registrar=RecordingRegistrar(),
+            hypervisors={"node-1": RecordingHypervisor()},
+        )
+        executor = stack.enter_context(concurrent.futures.ThreadPoolExecutor(max_workers=16))
+        task_queue = "bench-scale"
+        for worker in build_workers(client, adapters, task_queue=task_queue, executor=executor):
+            await stack.enter_async_context(worker)
+        today = Clock().today(datetime.now(UTC))
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for i in range(services):
+            queue.put_nowait(i)
+        done = 0
+
+        async def starter() -> None:
+            nonlocal done
+            while not queue.empty():
+                i = queue.get_nowait()
+                spec = ServiceSpec(
+                    service_id=f"scale-{i:07d}",
+                    customer=Customer(id=f"c-{i // 3}", email="bench@example.cz", language="en"),
+                    product="hosting",
+                    price=Decimal("1200.00"),
+                    expires_on=today + timedelta(days=60 + i % 300),
+                )
+                await start_service(client, spec, task_queue=task_queue)
+                done += 1
+
+        started = time.monotonic()
+        tasks = [asyncio.create_task(starter()) for _ in range(concurrency)]
+        last_t, last_n = started, 0
+        while done < services:
+            await asyncio.sleep(0.5)
+            if done - last_n >= sample_every or done >= services:
+                now = time.monotonic()
+                samples.append(
+                    {
+                        "started": done,
+                        "elapsed_s": round(now - started, 1),
+                        "window_starts_per_s": round((done - last_n) / (now - last_t), 1),
+                        "first_tasks_done": server.metrics.workflow_tasks,
+                        "dev_server_rss_mib": round(mib(server.rss_bytes()), 1),
+                        "worker_rss_mib": round(mib(rss_bytes()), 1),
+                        "database_mib": round(mib(server.db_bytes()), 1),
+                    }
+                )
+                print(json.dumps(samples[-1]), flush=True)
+                last_t, last_n = now, done
+        await asyncio.gather(*tasks)
+        all_started_s = time.monotonic() - started
+        await server.metrics.wait_workflow_tasks(services)
+        settled_s = time.monotonic() - started
+        end = {
+            "dev_server_rss_mib": round(mib(server.rss_bytes()), 1),
+            "worker_rss_mib": round(mib(rss_bytes()), 1),
+            "database_mib": round(mib(server.db_bytes()), 1),
+            "first_workflow_tasks": server.metrics.workflow_tasks,
+        }
+    return {
+        "services": services,
+        "all_started_s": round(all_started_s, 1),
+        "all_first_tasks_done_s": round(settled_s, 1),
+        "mean_starts_per_s": round(services / all_started_s, 1),
+        "end": end,
+        "samples": samples,
+    }
+
+
+def scenario(services: int, days: int) -> dict[str, Any]:
+    """A generated simulator scenario: a quarter each of hosting, e-mail, VPS and .cz domains."""
+    items, events = [], []
+    for i in range(services):
+        product, price, tld = PRODUCTS[i % len(PRODUCTS)]
+        d = 30 + (i * 7) % 300
+        items.append(
+            {
+                "id": f"s-{i}",
+                "customer": f"c-{i // 4}",
+                "product": product,
+                "name": f"bench-{i}{tld}" if tld else "",
+                "expires_in_days": d,
+                "price": price,
+                "period": "P1Y",
+            }
+        )
+        if i % 2 == 0:
+            for year in range(3):
+                day = d - 10 + 365 * year
+                if 0 <= day <= days:
+                    events.append({"day": day, "type": "pay", "service": f"s-{i}"})
+    customers = [{"id": f"c-{n}", "email": f"c{n}@example.cz"} for n in range((services + 3) // 4)]
+    return {
+        "profile": "default",
+        "customers": customers,
+        "services": items,
+        "events": events,
+        "until_day": days,
+    }
+
+
+async def simulate(services: int, days: int) -> dict[str, Any]:
+    text = json.dumps(scenario(services, days))
+    loaded = load_scenario(text)
+    lines: list[dict[str, Any]] = []
+    logging.getLogger().setLevel(logging.CRITICAL)
+    started = time.monotonic()
+    await run_scenario(loaded, lines.append)
+    elapsed = time.monotonic() - started
+    kinds: dict[str, int] = {}
+    for line in lines:
+        kinds[line["kind"]] = kinds.get(line["kind"], 0) + 1
+    return {
+        "services": services,
+        "days": days,
+        "events": len(loaded.events),
+        "wall_s": round(elapsed, 1),
+        "output_lines": len(lines),
+        "lines_by_kind": kinds,
+        "worker_rss_mib": round(mib(rss_bytes()), 1),
+    }
+
+
+async def run(services: int, sample_every: int, sim_services: int, sim_days: int) -> dict[str, Any]:
+    many = await start_many(services, sample_every) if services > 0 else None
+    sim = await simulate(sim_services, sim_days) if sim_services > 0 else None
+    result = {"start_many": many, "simulator": sim}
+    write_result("scale", result)
+    rows: list[tuple[str, object]] = []
+    if many:
+        rows += [
+            (f"{services:,} services started in s", many["all_started_s"]),
+            ("mean starts/s", many["mean_starts_per_s"]),
+            ("all first workflow tasks done in s", many["all_first_tasks_done_s"]),
+            ("dev server RSS at end MiB", many["end"]["dev_server_rss_mib"]),
+            ("database at end MiB", many["end"]["database_mib"]),
+            ("worker RSS at end MiB", many["end"]["worker_rss_mib"]),
+        ]
+    if sim:
+        rows += [(f"simulator: {sim_services:,} services × {sim_days} days, s", sim["wall_s"])]
+    print_table("Scale", rows)
+    return result
+
+
+def main(argv: list[str] | None = None, quick: bool = False) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m bench scale", description=__doc__)
+    parser.add_argument("--services", type=int, default=200 if quick else 100_000)
+    parser.add_argument("--sample-every", type=int, default=None, help="starts between samples")
+    parser.add_argument("--sim-services", type=int, default=8 if quick else 1000)
+    parser.add_argument("--sim-days", type=int, default=60 if quick else 730)
+    args = parser.parse_args(argv or [])
+    sample_every = args.sample_every or max(50, args.services // 20)
+    return asyncio.run(run(args.services, sample_every, args.sim_services, args.sim_days))

@@ -1,0 +1,47 @@
+"""Each benchmark runs end to end in `--quick` mode: the scripts work. No timing is asserted.
+
+Results go to a temporary directory (never over the committed bench/results/).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import common
+from bench.__main__ import BENCHMARKS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_benchmark_runs_in_quick_mode_and_writes_its_result(name: str, tmp_path: Path) -> None:
+    # A child process: each benchmark owns its event loop, servers and Temporal runtime.
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", name, "--quick"],
+        cwd=ROOT,
+        env={**os.environ, "HOSTLIFE_BENCH_RESULTS": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    written = list(tmp_path.rglob(f"{name}.json"))
+    assert written, f"no {name}.json written; stderr: {done.stderr[-2000:]}"
+    result = json.loads(written[0].read_text(encoding="utf-8"))
+    assert result["benchmark"] == name
+    assert result["machine"]["cores"] >= 1
+    assert result["command"]
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert common.percentile(values, 50) == 50.0
+    assert common.percentile(values, 99) == 99.0
+    assert common.percentile([], 99) == 0.0
