@@ -377,7 +377,7 @@ class SubscriptionWorkflow:
         state = self.state
         await self._cancel_open_invoices("service deleted", at)
         await self._service_action("delete", at, key)
-        if state.terms.on_hypervisor:
+        if state.terms.on_hypervisor and workflow.patched("vps-backups-on-delete"):
             await self._tell_backups_vps_deleted(reason)
         today = self.clock.today(at)
         state.deleted_on = today
