@@ -13,6 +13,12 @@ import json
 import time
 from typing import Any
 
+import pytest
+
+pytest.importorskip(
+    "schemathesis", reason="schemathesis is not in the dev extras yet (pip install schemathesis)"
+)
+
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.core import NotSet
