@@ -22,7 +22,7 @@ from typing import Annotated
 
 import typer
 
-from starter import cli_commands
+from starter import cli_commands, cli_reconcile
 from starter.cli_billing import held_app
 from starter.cli_common import OPTIONS, OneLineErrors, fail
 from starter.cli_services import service_app
@@ -36,6 +36,7 @@ app = typer.Typer(
 )
 app.add_typer(service_app, name="service")
 app.add_typer(held_app, name="held-payments")
+cli_reconcile.register(app)
 cli_commands.register(app)
 
 

@@ -37,7 +37,13 @@ with workflow.unsafe.imports_passed_through():
     from activities.registrar import RegistrarActivities, RenewDomainInput, RestoreDomainInput
     from policy.catalog import ProductKind
     from policy.clock import Clock
-    from policy.domains import RenewalPath, check_domain_renewal, max_renewal_years, renewal_path_on
+    from policy.domains import (
+        RenewalPath,
+        add_years,
+        check_domain_renewal,
+        max_renewal_years,
+        renewal_path_on,
+    )
     from policy.money import normalize_variable_symbol
     from policy.payments import (
         InvoicePurpose,
@@ -153,6 +159,12 @@ def initial_state(start: SubscriptionInput) -> SubscriptionState:
         period=spec.period,
         expires_on=expires_on,
     )
+
+
+def _require(request: object) -> None:
+    """A `null` argument would pass a validator that never reads it and then fail the handler's task."""
+    if request is None:
+        raise ValueError("the request is missing (got null)")
 
 
 @workflow.defn
@@ -863,6 +875,7 @@ class SubscriptionWorkflow:
 
     @submit_payment.validator
     def _validate_payment(self, request: PaymentRequest) -> None:
+        _require(request)
         normalize_variable_symbol(request.variable_symbol)
         if request.amount <= 0:
             raise ValueError(f"amount must be positive, got {request.amount}")
@@ -1006,6 +1019,21 @@ class SubscriptionWorkflow:
                 new_expiry = await self._extend_at_registry(redemption, period, at)
             except ActivityError as exc:
                 self._action_failed("registrar renew", exc, at)
+                state.pending_registry_renewal = period
+                state.pending_registry_redemption = redemption
+                return
+            expected = add_years(state.expires_on, max(1, parse_period(period).years))
+            if abs((new_expiry - expected).days) > 1:
+                # A registry answer we cannot believe must not move D (into the past, say): flag it.
+                self._record(
+                    "action_failed",
+                    {
+                        "action": "registrar renew",
+                        "error": f"registry reports expiry {new_expiry}, expected {expected}",
+                    },
+                    at,
+                )
+                state.failed_actions += 1
                 state.pending_registry_renewal = period
                 state.pending_registry_redemption = redemption
                 return
@@ -1231,6 +1259,7 @@ class SubscriptionWorkflow:
 
     @billing_details_changed.validator
     def _validate_billing_changed(self, request: BillingDetailsChanged) -> None:
+        _require(request)
         self._refuse_if_gone()
 
     @workflow.update
@@ -1254,6 +1283,7 @@ class SubscriptionWorkflow:
 
     @change_period.validator
     def _validate_change_period(self, request: ChangePeriod) -> None:
+        _require(request)
         self._refuse_if_gone()
         period = str(parse_period(request.period))
         if period not in self.state.terms.periods:
@@ -1282,6 +1312,7 @@ class SubscriptionWorkflow:
 
     @cancel.validator
     def _validate_cancel(self, request: CancelRequest) -> None:
+        _require(request)
         self._refuse_if_gone()
         today = self._today()
         if request.on is not None and request.on < today:
@@ -1339,6 +1370,7 @@ class SubscriptionWorkflow:
 
     @suspend_for_abuse.validator
     def _validate_suspend(self, request: SuspendRequest) -> None:
+        _require(request)
         self._refuse_if_gone()
         if self.state.suspension is not None and not request.severe:
             raise ValueError(
@@ -1392,6 +1424,7 @@ class SubscriptionWorkflow:
 
     @resolve_abuse.validator
     def _validate_resolve(self, request: ResolveRequest) -> None:
+        _require(request)
         self._refuse_if_gone()
         if self.state.suspension is None:
             raise ValueError("the service is not suspended")
@@ -1421,6 +1454,7 @@ class SubscriptionWorkflow:
 
     @grant_deferral.validator
     def _validate_deferral(self, request: DeferralRequest) -> None:
+        _require(request)
         self._refuse_if_gone()
         terms = self.state.terms
         if terms.deferral_max_days == 0 and not request.by_support:
@@ -1462,6 +1496,7 @@ class SubscriptionWorkflow:
 
     @renew_for.validator
     def _validate_renew_for(self, request: RenewFor) -> None:
+        _require(request)
         self._refuse_if_gone()
         state = self.state
         if state.terms.kind is not ProductKind.DOMAIN or state.tld is None:
@@ -1488,6 +1523,7 @@ class SubscriptionWorkflow:
 
     @set_auto_renew.validator
     def _validate_auto_renew(self, request: AutoRenewSetting) -> None:
+        _require(request)
         self._refuse_if_gone()
         if request.enabled == self._auto_renew():
             raise ValueError(f"automatic renewal is already {'on' if request.enabled else 'off'}")
@@ -1522,6 +1558,7 @@ class SubscriptionWorkflow:
 
     @retry_registry_renewal.validator
     def _validate_registry_retry(self, request: RegistryRetry) -> None:
+        _require(request)
         if self.state.pending_registry_renewal is None:
             raise ValueError("no paid renewal is waiting for the registry")
 
@@ -1601,6 +1638,7 @@ class SubscriptionWorkflow:
 
     @restore.validator
     def _validate_restore(self, request: RestoreRequest) -> None:
+        _require(request)
         state = self.state
         if state.billing_state is not ServiceState.DELETED:
             raise ValueError(f"only a deleted service can be restored; it is {self._shown_state().value}")

@@ -366,12 +366,6 @@ async def test_a_registry_unavailable_three_times_renews_the_paid_domain_once(
         await finish(handle)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: workflows/subscription.py _renew (line ~917) takes the registrar's new expiry as D without "
-    "checking it; a garbage answer (an expiry before the old D) moves D into the past, so the paid domain "
-    "is expired/blocked at once instead of being flagged for ops",
-)
 async def test_a_registry_answering_a_garbage_expiry_does_not_expire_a_paid_domain(
     env: WorkflowEnvironment,
 ) -> None:
