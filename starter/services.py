@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+from functools import cache
+
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 
-from policy.catalog import Catalog, ProductKind, default_catalog
+from policy.catalog import Catalog, ProductKind, default_catalog, load_catalog
 from policy.clock import Clock
 from workflows import TASK_QUEUE, service_workflow_id
 from workflows import search_attributes as sa
@@ -15,11 +18,18 @@ from workflows.vps_backups import VpsBackupsWorkflow
 from workflows.vps_models import VpsBackupsConfig, VpsBackupsInput, vps_backups_workflow_id
 
 
+@cache
+def configured_catalog() -> Catalog:
+    """Ops' own catalog (HOSTLIFE_CATALOG) when set, else the shipped one: what new services get."""
+    path = os.environ.get("HOSTLIFE_CATALOG")
+    return load_catalog(path) if path else default_catalog()
+
+
 def subscription_input(
     spec: ServiceSpec, catalog: Catalog | None = None, clock: Clock | None = None
 ) -> SubscriptionInput:
     """The start input of a service: its terms resolved now, so later catalog edits never replay differently."""
-    profile = (catalog or default_catalog()).profile(spec.profile)
+    profile = (catalog or configured_catalog()).profile(spec.profile)
     terms = profile.terms(spec.product)
     tld = profile.tld_rules(spec.name) if terms.kind is ProductKind.DOMAIN else None
     if spec.period not in terms.periods:

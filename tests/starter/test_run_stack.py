@@ -6,11 +6,12 @@ import asyncio
 import concurrent.futures
 import contextlib
 import socket
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import httpx
+import pytest
 
 from starter.config import Settings
 from starter.runner import Ports, dev_server
@@ -79,3 +80,37 @@ async def test_stack_runs_a_workflow_shows_the_ui_and_keeps_it_across_restarts(t
     async with dev_server(settings, Ports(frontend=free_port(), ui=free_port())) as env:
         description = await env.client.get_workflow_handle("service-smoke-1").describe()
         assert description.status is not None and description.status.name == "RUNNING"
+
+
+def test_new_services_take_ops_own_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from policy.catalog import CatalogError
+    from starter import services
+
+    text = (Path(__file__).resolve().parents[2] / "policy" / "catalog.toml").read_text(encoding="utf-8")
+    own = tmp_path / "catalog.toml"
+    own.write_text(
+        text.replace(
+            'block_days = 60\nrestore_allowed = true\nrestore_fee = "500.00"\nmail_bounces_when_blocked = true',
+            'block_days = 45\nrestore_allowed = true\nrestore_fee = "500.00"\nmail_bounces_when_blocked = true',
+            1,
+        ),
+        encoding="utf-8",
+    )
+    spec = ServiceSpec(
+        service_id="cat-1",
+        customer=Customer(id="c", email="c@example.cz"),
+        product="hosting",
+        price=Decimal("1200.00"),
+        expires_on=date(2027, 1, 31),
+    )
+    monkeypatch.setenv("HOSTLIFE_CATALOG", str(own))
+    services.configured_catalog.cache_clear()
+    try:
+        start = services.subscription_input(spec)
+        assert start.terms is not None and start.terms.block_days == 45
+        own.write_text(text.replace("grace_days = 0", "grace_days = -1", 1), encoding="utf-8")
+        services.configured_catalog.cache_clear()
+        with pytest.raises(CatalogError, match="grace_days"):
+            services.subscription_input(spec)
+    finally:
+        services.configured_catalog.cache_clear()
