@@ -15,15 +15,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from starter.temporal_setup import installed_binary, register_search_attributes
 from tests.workflows.harness import Lab, lab
 from workflows.subscription import SubscriptionWorkflow
 
@@ -178,9 +181,28 @@ async def test_every_update_refuses_bad_input_clearly_and_the_service_never_stic
                 assert outcome == "ok"
         finally:
             for handle in services.handles:
-                with contextlib.suppress(Exception):
-                    await handle.terminate(reason="test finished")
+                await finish(handle)
     assert all("refused" in outcomes for outcomes in seen.values()), seen
+
+
+@pytest.fixture(scope="module")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    """A server of its own: workflows fed garbage on purpose must not share the session's clock."""
+    async with await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(installed_binary("temporal-test-server")),
+        data_converter=pydantic_data_converter,
+    ) as environment:
+        await register_search_attributes(environment.client)
+        yield environment
+
+
+async def finish(handle: Any) -> None:
+    """Terminate only after the task in flight completes (a query waits for it): terminating under a
+    running workflow task leaves the time-skipping server's lock held for the rest of the session."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(handle.query(SubscriptionWorkflow.status), 10)
+    with contextlib.suppress(Exception):
+        await handle.terminate(reason="test finished")
 
 
 async def test_an_update_with_a_null_argument_is_refused_not_stuck(env: WorkflowEnvironment) -> None:
@@ -190,7 +212,7 @@ async def test_an_update_with_a_null_argument_is_refused_not_stuck(env: Workflow
             outcome, message = await call(handle, "billing_details_changed", None)
             assert outcome == "refused" and message
         finally:
-            await handle.terminate(reason="test finished")
+            await finish(handle)
 
 
 async def test_a_signal_with_an_unreadable_payment_is_not_silently_lost(env: WorkflowEnvironment) -> None:
@@ -206,4 +228,4 @@ async def test_a_signal_with_an_unreadable_payment_is_not_silently_lost(env: Wor
             assert await stuck_task_attempts(handle) <= 1
             await handle.query(SubscriptionWorkflow.status)
         finally:
-            await handle.terminate(reason="test finished")
+            await finish(handle)
