@@ -28,7 +28,13 @@ from activities.epp import EppConfig
 from activities.hypervisor import Hypervisor, HypervisorActivities, RecordingHypervisor, node_task_queue
 from activities.mailer import MailActivities, Mailer, RecordingMailer, SmtpMailer
 from activities.platform import HostingPlatform, PlatformActivities, RecordingPlatform
-from activities.registrar import EppRegistrar, RecordingRegistrar, Registrar, RegistrarActivities
+from activities.registrar import (
+    EppRegistrar,
+    RecordingRegistrar,
+    Registrar,
+    RegistrarActivities,
+    RegistrarByTld,
+)
 from activities.vps_storage import (
     IsoImageStore,
     LibvirtIsoImageStore,
@@ -41,6 +47,7 @@ from policy.catalog import load_catalog
 from starter.codec import data_converter_from_env
 from starter.config import Settings
 from starter.logging import configure_logging
+from starter.services import configured_catalog
 from starter.temporal_connection import connect_options_from_env
 from starter.temporal_setup import register_search_attributes
 from workflows.customer_account import CustomerAccountWorkflow
@@ -172,9 +179,7 @@ def production_adapters(settings: Settings) -> Adapters:
     Hypervisor nodes run their own workers (`worker.py --node`), so none is served here.
     """
     mailer: Mailer = SmtpMailer.from_env()
-    registrar: Registrar = RecordingRegistrar()
-    if os.environ.get("HOSTLIFE_EPP_HOST"):
-        registrar = EppRegistrar(EppConfig.from_env())
+    registrar = configured_registrar()
     return Adapters(
         billing=SqliteBilling(settings.data_dir / "billing.sqlite"),
         mailer=mailer,
@@ -183,12 +188,36 @@ def production_adapters(settings: Settings) -> Adapters:
     )
 
 
+def configured_registrar() -> Registrar:
+    """One EPP connection per registry the environment configures.
+
+    `HOSTLIFE_EPP_<TLD>_HOST` (with `_CLIENT_ID`, `_PASSWORD`, `_DIALECT`…) per catalog TLD key
+    (`CZ` with `_DIALECT=fred`, `SK`, `EU`, `GTLD`); plain `HOSTLIFE_EPP_HOST` serves every TLD
+    without its own. With none configured, a recording registrar stands in (development).
+    """
+    profile = configured_catalog().profile("default")
+    shared = EppRegistrar(EppConfig.from_env()) if os.environ.get("HOSTLIFE_EPP_HOST") else None
+    registrars: dict[str, Registrar] = {}
+    for key in profile.tlds:
+        prefix = f"HOSTLIFE_EPP_{key.upper()}_"
+        if os.environ.get(prefix + "HOST"):
+            registrars[key] = EppRegistrar(EppConfig.from_env(prefix))
+        elif shared is not None:
+            registrars[key] = shared
+    if not registrars:
+        return RecordingRegistrar()
+    return RegistrarByTld(registrars, lambda name: profile.tld_rules(name).tld)
+
+
 async def keep_registrar_alive(adapters: Adapters, stack: contextlib.AsyncExitStack) -> None:
-    """An EPP session is kept warm with `hello` and logged out when the worker stops."""
-    if isinstance(adapters.registrar, EppRegistrar):
-        stack.push_async_callback(adapters.registrar.close)
-        keepalive = asyncio.create_task(adapters.registrar.keepalive(), name="epp-keepalive")
-        stack.callback(keepalive.cancel)
+    """EPP sessions are kept warm with `hello` and logged out when the worker stops."""
+    registrar = adapters.registrar
+    sessions = list(registrar.registrars.values()) if isinstance(registrar, RegistrarByTld) else [registrar]
+    for session in {id(s): s for s in sessions}.values():
+        if isinstance(session, EppRegistrar):
+            stack.push_async_callback(session.close)
+            keepalive = asyncio.create_task(session.keepalive(), name="epp-keepalive")
+            stack.callback(keepalive.cancel)
 
 
 async def run_worker(settings: Settings, node: str | None = None, libvirt_uri: str | None = None) -> None:

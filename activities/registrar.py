@@ -18,7 +18,7 @@ type name, `RegistrarRefused` non-retryable.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
@@ -142,6 +142,43 @@ def renewed_expiry(current_expiry: date, years: int) -> date:
         return current_expiry.replace(year=current_expiry.year + years, day=28)
 
 
+class RegistrarByTld:
+    """One `Registrar` for the worker: each domain goes to the registry of its TLD.
+
+    `registrars` is keyed by the catalog's TLD rule keys (`cz`, `sk`, `eu`, `gtld`); `tld_of` maps a
+    domain name to such a key (the catalog's `Profile.tld_rules(name).tld`). A domain whose registry
+    has no connection configured is refused, not retried: ops must configure it.
+    """
+
+    def __init__(self, registrars: dict[str, Registrar], tld_of: Callable[[str], str]) -> None:
+        self.registrars = registrars
+        self.tld_of = tld_of
+
+    def _for(self, domain_name: str) -> Registrar:
+        key = self.tld_of(domain_name)
+        try:
+            return self.registrars[key]
+        except KeyError:
+            raise RegistrarRefused(
+                f"no registry connection is configured for {key} ({domain_name})"
+            ) from None
+
+    async def renew_domain(self, domain_name: str, current_expiry: date, years: int) -> RenewDomainResult:
+        return await self._for(domain_name).renew_domain(domain_name, current_expiry, years)
+
+    async def restore_domain(self, domain_name: str) -> RestoreDomainResult:
+        return await self._for(domain_name).restore_domain(domain_name)
+
+    async def read_domain(self, domain_name: str) -> ReadDomainResult:
+        return await self._for(domain_name).read_domain(domain_name)
+
+    async def read_message(self) -> ReadRegistryMessageResult:
+        raise RegistrarRefused("poll each registry's own EppRegistrar; message ids are per registry")
+
+    async def acknowledge_message(self, message_id: str) -> AcknowledgeRegistryMessageResult:
+        raise RegistrarRefused("poll each registry's own EppRegistrar; message ids are per registry")
+
+
 class RecordingRegistrar:
     """Keeps domain expiries in memory and honours `curExpDate` like a registry does."""
 
@@ -205,8 +242,11 @@ class EppRegistrar:
     One instance per worker and registry; it keeps one session open and serialises commands on it.
     """
 
-    def __init__(self, config: EppConfig, restore_reason: str = "Registrant error; the registrant paid for "
-                 "the restore.") -> None:
+    def __init__(
+        self,
+        config: EppConfig,
+        restore_reason: str = "Registrant error; the registrant paid for the restore.",
+    ) -> None:
         self.client = EppClient(config)
         self.restore_reason = restore_reason
 
@@ -232,7 +272,8 @@ class EppRegistrar:
                     return RenewDomainResult(domain_name=domain_name, new_expiry=target, already_renewed=True)
                 raise RegistrarRefused(
                     f"{exc}; registry expiry is {info.expires_on}, asked to renew {current_expiry} "
-                    f"to {target}", code=exc.code,
+                    f"to {target}",
+                    code=exc.code,
                 ) from exc
             if new_expiry is None:
                 new_expiry = (await self.client.domain_info(domain_name)).expires_on
@@ -265,8 +306,12 @@ class EppRegistrar:
     async def read_domain(self, domain_name: str) -> ReadDomainResult:
         async with _translated():
             info = await self.client.domain_info(domain_name)
-        return ReadDomainResult(domain_name=info.name or domain_name, expires_on=info.expires_on,
-                                statuses=sorted(info.statuses), rgp_statuses=sorted(info.rgp_statuses))
+        return ReadDomainResult(
+            domain_name=info.name or domain_name,
+            expires_on=info.expires_on,
+            statuses=sorted(info.statuses),
+            rgp_statuses=sorted(info.rgp_statuses),
+        )
 
     async def read_message(self) -> ReadRegistryMessageResult:
         async with _translated():
@@ -274,9 +319,13 @@ class EppRegistrar:
         if message is None:
             return ReadRegistryMessageResult()
         return ReadRegistryMessageResult(
-            message=RegistryMessage(message_id=message.message_id, queued_at=message.queued_at,
-                                    text=message.text, domain_name=message.domain_name,
-                                    payload_xml=message.payload_xml),
+            message=RegistryMessage(
+                message_id=message.message_id,
+                queued_at=message.queued_at,
+                text=message.text,
+                domain_name=message.domain_name,
+                payload_xml=message.payload_xml,
+            ),
             remaining=message.remaining,
         )
 
@@ -305,9 +354,14 @@ class RegistrarActivities:
             )
         except RegistrarError as exc:
             raise _application_error(exc) from exc
-        activity.logger.info("domain renewed", extra={"domain_name": request.domain_name,
-                                                      "new_expiry": str(result.new_expiry),
-                                                      "already_renewed": result.already_renewed})
+        activity.logger.info(
+            "domain renewed",
+            extra={
+                "domain_name": request.domain_name,
+                "new_expiry": str(result.new_expiry),
+                "already_renewed": result.already_renewed,
+            },
+        )
         return result
 
     @activity.defn

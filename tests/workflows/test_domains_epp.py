@@ -33,13 +33,9 @@ from activities.epp import EppConfig
 from activities.mailer import RecordingMailer
 from activities.platform import RecordingPlatform
 from activities.registrar import (
-    AcknowledgeRegistryMessageResult,
     EppRegistrar,
-    ReadDomainResult,
-    ReadRegistryMessageResult,
-    Registrar,
+    RegistrarByTld,
     RenewDomainResult,
-    RestoreDomainResult,
 )
 from policy.catalog import CatalogError, Profile, TldRules, default_catalog
 from policy.clock import Clock
@@ -141,32 +137,6 @@ def registry_follows(registry: Registry, name: str, rules: TldRules, expires_on:
         del registry.domains[name]
 
 
-class RegistrarByTld:
-    """One `Registrar` for the worker: each domain goes to the registry its TLD's rules name."""
-
-    def __init__(self, registrars: dict[str, Registrar], profile: Profile) -> None:
-        self.registrars = registrars
-        self.profile = profile
-
-    def _for(self, domain_name: str) -> Registrar:
-        return self.registrars[self.profile.tld_rules(domain_name).tld]
-
-    async def renew_domain(self, domain_name: str, current_expiry: date, years: int) -> RenewDomainResult:
-        return await self._for(domain_name).renew_domain(domain_name, current_expiry, years)
-
-    async def restore_domain(self, domain_name: str) -> RestoreDomainResult:
-        return await self._for(domain_name).restore_domain(domain_name)
-
-    async def read_domain(self, domain_name: str) -> ReadDomainResult:
-        return await self._for(domain_name).read_domain(domain_name)
-
-    async def read_message(self) -> ReadRegistryMessageResult:
-        raise NotImplementedError("poll each registry's own EppRegistrar; message ids are per registry")
-
-    async def acknowledge_message(self, message_id: str) -> AcknowledgeRegistryMessageResult:
-        raise NotImplementedError("poll each registry's own EppRegistrar; message ids are per registry")
-
-
 # --- the lab -------------------------------------------------------------------------------------
 
 
@@ -264,7 +234,7 @@ async def epp_lab(env: WorkflowEnvironment, tls: Tls) -> AsyncIterator[EppLab]:
         billing=billing,
         mailer=RecordingMailer(),
         platform=RecordingPlatform(),
-        registrar=RegistrarByTld(dict(registrars), PROFILE),
+        registrar=RegistrarByTld(dict(registrars), lambda name: PROFILE.tld_rules(name).tld),
         hypervisors={},
     )
     task_queue = f"tq-{uuid.uuid4()}"
