@@ -300,7 +300,8 @@ async def dev_server(
                 try:
                     await asyncio.wait_for(process.wait(), 20)
                 except TimeoutError:
-                    process.kill()
+                    with contextlib.suppress(ProcessLookupError):
+                        process.kill()
                     await process.wait()
 
 
