@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run demo test lint typecheck pytest clean
+.PHONY: install run demo test lint typecheck pytest bench bytecode clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,12 +19,21 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 ## Start the Temporal dev server (SQLite under .data/, Web UI on :8233) and the worker.
-run: $(STAMP)
+run: $(STAMP) bytecode
 	$(BIN)/hostlife run
 
 ## The same, with four demo services on a compressed clock (one day = 10 s).
-demo: $(STAMP)
+demo: $(STAMP) bytecode
 	$(BIN)/hostlife run --demo
+
+## Benchmarks (docs/BENCHMARKS.md): each starts its own dev server and writes bench/results/.
+bench: $(STAMP) bytecode
+	$(BIN)/python -m bench
+
+## The workflow sandbox re-imports workflow modules for every run; without .pyc files (some
+## machines set PYTHONDONTWRITEBYTECODE) each import recompiles from source. Compile once here.
+bytecode: $(STAMP)
+	@$(BIN)/python -m compileall -q policy workflows activities starter worker.py
 
 ## Lint, type-check and run the whole test suite.
 test: $(STAMP) lint typecheck pytest
@@ -35,7 +44,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy policy workflows activities starter worker.py
 
-pytest: $(STAMP)
+pytest: $(STAMP) bytecode
 	@sh scripts/install-chromium.sh
 	$(BIN)/pytest
 

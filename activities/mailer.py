@@ -162,10 +162,13 @@ class RecordingMailer:
 
     def __init__(self) -> None:
         self.sent: list[EmailMessage] = []
+        self._seen: set[str] = set()
 
     async def deliver(self, message: EmailMessage) -> None:
-        if any(m["Message-ID"] == message["Message-ID"] for m in self.sent):
+        message_id = str(message["Message-ID"])
+        if message_id in self._seen:  # a retried send of the same notice is the same message
             return
+        self._seen.add(message_id)
         self.sent.append(message)
 
 
