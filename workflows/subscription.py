@@ -929,19 +929,7 @@ class SubscriptionWorkflow:
                 **BILLING_OPTIONS,
             )
             self._record("payment", line, at)
-            await self._notify(
-                NoticeKind.PAYMENT_HELD,
-                f"payment:{payment.payment_id}",
-                at,
-                self._base_facts().model_copy(
-                    update={
-                        "variable_symbol": payment.variable_symbol,
-                        "amount": payment.amount,
-                        "reason": decision.reason,
-                        "payment_id": payment.payment_id,
-                    }
-                ),
-            )
+            await self._tell_payer(NoticeKind.PAYMENT_HELD, payment, decision.reason, at, with_vs=True)
             return outcome
         if decision.result is PaymentResult.RETURNED:
             await workflow.execute_activity_method(
@@ -951,18 +939,7 @@ class SubscriptionWorkflow:
                 **BILLING_OPTIONS,
             )
             self._record("payment", line, at)
-            await self._notify(
-                NoticeKind.PAYMENT_RETURNED,
-                f"payment:{payment.payment_id}",
-                at,
-                self._base_facts().model_copy(
-                    update={
-                        "amount": payment.amount,
-                        "reason": decision.reason,
-                        "payment_id": payment.payment_id,
-                    }
-                ),
-            )
+            await self._tell_payer(NoticeKind.PAYMENT_RETURNED, payment, decision.reason, at)
             return outcome
         invoice = decision.invoice
         assert invoice is not None
@@ -995,6 +972,21 @@ class SubscriptionWorkflow:
         else:
             await self._renew(invoice.period, at, f"payment:{payment.payment_id}", invoice)
         return outcome
+
+    async def _tell_payer(
+        self, kind: NoticeKind, payment: PaymentReceived, reason: str, at: datetime, with_vs: bool = False
+    ) -> None:
+        """The customer learns what became of a payment that did not renew anything."""
+        update: dict[str, Any] = {
+            "amount": payment.amount,
+            "reason": reason,
+            "payment_id": payment.payment_id,
+        }
+        if with_vs:
+            update["variable_symbol"] = payment.variable_symbol
+        await self._notify(
+            kind, f"payment:{payment.payment_id}", at, self._base_facts().model_copy(update=update)
+        )
 
     async def _renew(
         self,
