@@ -33,7 +33,6 @@ from workflows.vps_models import (
     ManualBackupRequest,
     VpsBackupsConfig,
     VpsBackupsInput,
-    VpsDeleted,
     iso_image_workflow_id,
     vps_backups_workflow_id,
 )
@@ -120,8 +119,7 @@ async def test_block_pay_then_unpaid_deletes_the_domain_its_volumes_and_backups(
             journal = await handle.query(SubscriptionWorkflow.journal, 0)
             assert hypervisor_actions(journal) == ["power_off", "power_on", "power_off", "delete"]
 
-            # What the subscription will send on deletion: the backups workflow ends cleanly.
-            await backups.signal(VpsBackupsWorkflow.vps_deleted, VpsDeleted(reason="unpaid"))
+            # The subscription told the backups workflow on deletion: it ends cleanly.
             with v.env.auto_time_skipping_disabled():  # the subscription's purge timer stays put
                 result = await backups.result()
             assert len(result.removed) == 4

@@ -38,7 +38,6 @@ from activities.mailer import RecordingMailer  # noqa: E402
 from activities.platform import RecordingPlatform  # noqa: E402
 from activities.registrar import RecordingRegistrar  # noqa: E402
 from activities.vps_storage import (  # noqa: E402
-    LibvirtIsoImageStore,
     RecordingStorageBilling,
     VpsStorageActivities,
 )
@@ -134,12 +133,12 @@ async def vps_lab(
             )
         )
         for node in made.values():
-            node_storage = VpsStorageActivities(images=LibvirtIsoImageStore(node.hypervisor))
+            # node_activities serves the node's ISO images from its libvirt pool (delete_iso_image).
             workers.append(
                 Worker(
                     env.client,
                     task_queue=node_task_queue(node.name),
-                    activities=[*node_activities(node.hypervisor), node_storage.delete_iso_image],
+                    activities=node_activities(node.hypervisor),
                     activity_executor=executor,
                 )
             )
