@@ -7,50 +7,25 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 
 from starter.codec import ENCODING, EncryptionCodec, EncryptionKey
 from starter.codec_server import COOKIE, CodecServerSettings, app_from_env, create_app
+from tests.http_server import running
 
 TOKEN = "ops-token-0123456789abcdef"
 UI = "http://localhost:8080"
 KEY = EncryptionKey.generate("2026-06")
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@contextmanager
-def running(app: FastAPI) -> Iterator[httpx.Client]:
-    """Serve `app` with uvicorn on a free loopback port in a thread; yield a client for it."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 @pytest.fixture

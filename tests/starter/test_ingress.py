@@ -7,11 +7,8 @@ so these tests check what the ingress hands on and what it answers, not how work
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -19,8 +16,6 @@ from typing import Any, Literal
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,6 +23,7 @@ from activities.billing import PaymentReceived
 from policy.money import normalize_variable_symbol
 from starter.ingress import IngressSettings, create_app, sign_webhook
 from starter.payment_routing import PaymentOutcome, RejectedLine, RoutingResult
+from tests.http_server import running
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "bank"
 SECRET = "webhook-secret-for-tests-0123456789"
@@ -117,29 +113,6 @@ def services() -> dict[str, FakeService]:
 
 def ingress_settings(**overrides: Any) -> IngressSettings:
     return IngressSettings.model_validate({"webhook_secret": SECRET, "api_key": API_KEY, **overrides})
-
-
-@contextmanager
-def running(app: FastAPI) -> Iterator[httpx.Client]:
-    """Serve `app` with uvicorn on a free loopback port in a thread; yield a client for it."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 @pytest.fixture
