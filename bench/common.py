@@ -246,8 +246,10 @@ class DevServer:
         total = 0
         for suffix in ("", "-wal", "-shm", "-journal"):
             path = Path(str(self.db_path) + suffix)
-            if path.exists():
+            try:
                 total += path.stat().st_size
+            except FileNotFoundError:  # SQLite removes its journal between transactions
+                continue
         return total
 
     def rss_bytes(self) -> int:
