@@ -187,7 +187,9 @@ async def renew_bulk(
         answer.services = _unpaid(quotes, amounts, "no credit account")
         return answer
     except WorkflowUpdateFailedError as exc:
-        raise BulkRenewalRefused(f"the account refused the debit: {getattr(exc.cause, 'message', exc.cause)}") from exc
+        raise BulkRenewalRefused(
+            f"the account refused the debit: {getattr(exc.cause, 'message', exc.cause)}"
+        ) from exc
     answer.balance, answer.missing, answer.repeated = debit.balance, debit.missing, debit.repeated
     if not debit.ok:
         answer.services = _unpaid(quotes, amounts, "not debited")
