@@ -19,7 +19,8 @@ import typer
 
 from starter.bulk_renewal import BulkRenewalAnswer, BulkRenewalRefused, renew_bulk
 from starter.cli_commands import command
-from starter.cli_common import CliError, JsonFlag, connect, console, fail, run_async
+from starter.cli_common import CliError, JsonFlag, checked, connect, console, fail, rpc_timeout, run_async
+from workflows import search_attributes as sa
 from workflows.money_models import StoredCard, StoredCardSetting
 
 card_app = typer.Typer(help="The stored card charged for renewal invoices.", no_args_is_help=True)
@@ -69,25 +70,56 @@ def renew_bulk_command(
         raise typer.Exit(1)
 
 
+def _card_targets(service_id: str | None, customer: str | None) -> list[str]:
+    """One service, or every running service of a customer (the account's card)."""
+    if (service_id is None) == (customer is None):
+        raise CliError("give a SERVICE_ID or --customer, not both", 2)
+    if service_id is not None:
+        return [service_id]
+    from starter.cli_services import list_query
+
+    query = checked(lambda: list_query(None, None, customer, None, None, False, False))
+
+    async def go() -> list[str]:
+        client = await connect()
+        ids = [
+            str(w.typed_search_attributes.get(sa.SERVICE_ID))
+            async for w in client.list_workflows(query, rpc_timeout=rpc_timeout())
+        ]
+        if not ids:
+            raise CliError(f"customer {customer} has no running services")
+        return ids
+
+    return run_async(go)
+
+
 @card_app.command("set")
 def card_set(
-    service_id: str,
-    token: Annotated[str, typer.Option(help="the gateway's token (ComGate: transId of the initial payment)")],
+    service_id: Annotated[str | None, typer.Argument(help="one service")] = None,
+    token: Annotated[
+        str, typer.Option(help="the gateway's token (ComGate: transId of the initial payment)")
+    ] = "",
     label: Annotated[str, typer.Option(help="what the customer knows it by, e.g. 'Visa •••• 4242'")] = "",
+    customer: Annotated[str | None, typer.Option(help="every running service of this customer")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Charge this card for each renewal invoice of the service as soon as it is issued."""
+    """Charge this card for each renewal invoice as soon as it is issued (and now for an open one)."""
     if not token.strip():
-        fail("--token must not be empty", 2)
-    command(
-        service_id, "set_stored_card", StoredCardSetting(card=StoredCard(token=token, label=label)), as_json
-    )
+        fail("--token is required", 2)
+    setting = StoredCardSetting(card=StoredCard(token=token, label=label))
+    for target in _card_targets(service_id, customer):
+        command(target, "set_stored_card", setting, as_json)
 
 
 @card_app.command("remove")
-def card_remove(service_id: str, as_json: JsonFlag = False) -> None:
+def card_remove(
+    service_id: Annotated[str | None, typer.Argument(help="one service")] = None,
+    customer: Annotated[str | None, typer.Option(help="every running service of this customer")] = None,
+    as_json: JsonFlag = False,
+) -> None:
     """Stop charging the stored card; invoices are paid as usual."""
-    command(service_id, "set_stored_card", StoredCardSetting(card=None), as_json)
+    for target in _card_targets(service_id, customer):
+        command(target, "set_stored_card", StoredCardSetting(card=None), as_json)
 
 
 def register(app: typer.Typer) -> None:

@@ -22,6 +22,7 @@ Every one of them sits behind a `workflow.patched` marker, so services already r
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -44,7 +45,7 @@ with workflow.unsafe.imports_passed_through():
     from policy.commerce import convert_invoice
     from policy.domains import RenewalPath, max_renewal_years, renewal_path_on
     from policy.money import Money
-    from policy.payments import InvoicePurpose, InvoiceRecord
+    from policy.payments import InvoicePurpose, InvoiceRecord, InvoiceState
     from policy.periods import parse_period
     from workflows.models import (
         GONE,
@@ -142,18 +143,25 @@ class MoneyInMixin:
     async def set_stored_card(self, request: StoredCardSetting) -> CommandResult:
         """Store (or remove) the card charged for each renewal invoice as soon as it is issued."""
         async with self.lock:
+            at = workflow.now()
             card = request.card
             self.state.stored_card = card
             self._record(
-                "card", {"action": "stored" if card else "removed", "label": card.label if card else ""}
+                "card", {"action": "stored" if card else "removed", "label": card.label if card else ""}, at
             )
+            # A new card pays the renewal invoice open now (e.g. one the old card could not pay).
+            open_invoice = self._open_renewal_invoice()
+            if card is not None and open_invoice is not None:
+                await self._charge_stored_card(open_invoice, at)
             self._refresh()
         self._wake()
         if card is None:
             return CommandResult(message="stored card removed; renewal invoices are paid as usual")
-        return CommandResult(
-            message=f"card {card.label or 'stored'} will be charged for each renewal invoice when it is issued"
-        )
+        message = f"card {card.label or 'stored'} will be charged for each renewal invoice when it is issued"
+        if open_invoice is not None:
+            outcome = self.state.card_charges.get(self._card_key(open_invoice.variable_symbol, card.token))
+            message += f"; open invoice VS {open_invoice.variable_symbol}: {outcome or 'not charged'}"
+        return CommandResult(message=message)
 
     @set_stored_card.validator
     def _validate_stored_card(self, request: StoredCardSetting) -> None:
@@ -164,19 +172,37 @@ class MoneyInMixin:
         if request.card is None and self.state.stored_card is None:
             raise ValueError("no card is stored")
 
+    def _open_renewal_invoice(self) -> InvoiceRecord | None:
+        return next(
+            (
+                i
+                for i in reversed(self.state.invoices)
+                if i.status is InvoiceState.OPEN and i.purpose is InvoicePurpose.RENEWAL
+            ),
+            None,
+        )
+
+    def _card_key(self, variable_symbol: str, token: str) -> str:
+        """One charge per invoice and card: the same card is never charged twice for one invoice."""
+        card = hashlib.sha256(token.encode()).hexdigest()[:12]
+        return self._key("card", variable_symbol, card)
+
     async def _charge_stored_card(self, invoice: InvoiceRecord, at: datetime) -> None:
-        """SPEC §6: a stored card is charged as soon as the invoice is issued, once per invoice."""
+        """SPEC §6: a stored card is charged as soon as the invoice is issued, once per invoice and card."""
         state = self.state
         card = state.stored_card
         vs = invoice.variable_symbol
-        if card is None or vs in state.card_charges or not workflow.patched("card-charge-on-invoice"):
+        if card is None:
+            return
+        key = self._card_key(vs, card.token)
+        if key in state.card_charges or not workflow.patched("card-charge-on-invoice"):
             return
         currency = invoice.currency or state.terms.currency
         try:
             result = await workflow.execute_activity_method(
                 CardActivities.charge_stored_card,
                 ChargeCardInput(
-                    idempotency_key=self._key("card", vs),
+                    idempotency_key=key,
                     token=card.token,
                     amount=invoice.amount,
                     currency=currency,
@@ -191,21 +217,21 @@ class MoneyInMixin:
                 **CARD_OPTIONS,
             )
         except ActivityError as exc:
-            self._remember_charge(vs, "failed")
+            self._remember_charge(key, "failed")
             self._action_failed("card charge", exc, at)
             return
         line = {"vs": vs, "amount": str(invoice.amount), "currency": currency}
         if not result.paid:
-            self._remember_charge(vs, "declined")
+            self._remember_charge(key, "declined")
             self._record("card", {"action": "declined", **line, "reason": result.message}, at)
             await self._notify(
                 NoticeKind.CARD_DECLINED,
-                f"card:{vs}",
+                f"card:{vs}:{key[-12:]}",
                 at,
                 self._invoice_facts(invoice).model_copy(update={"reason": result.message}),
             )
             return
-        self._remember_charge(vs, "paid")
+        self._remember_charge(key, "paid")
         self._record("card", {"action": "charged", **line, "transaction": result.transaction_id}, at)
         # The same path as a bank payment: the invoice is paid, the journal and mail say so, it renews.
         await self._decide_and_apply(
@@ -219,8 +245,8 @@ class MoneyInMixin:
             )
         )
 
-    def _remember_charge(self, variable_symbol: str, outcome: str) -> None:
-        charges = {**self.state.card_charges, variable_symbol: outcome}
+    def _remember_charge(self, key: str, outcome: str) -> None:
+        charges = {**self.state.card_charges, key: outcome}
         self.state.card_charges = dict(list(charges.items())[-CARD_KEY_MEMORY:])
 
     # ---------------------------------------------------------------- prepaid (bulk) renewal

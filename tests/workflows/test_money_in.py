@@ -46,7 +46,7 @@ async def test_a_stored_card_pays_the_invoice_the_day_it_is_issued(env: Workflow
         assert (invoice.status, invoice.amount) == ("paid", Decimal("1200.00"))
         [charged] = gateway.charges
         assert (charged.amount, charged.currency, charged.token) == (Decimal("1200.00"), "CZK", "INIT-0001")
-        assert charged.idempotency_key.endswith(f":card:{invoice.variable_symbol}")
+        assert f":card:{invoice.variable_symbol}:" in charged.idempotency_key
         journal = await l.journal(handle)
         assert offsets(journal, l, d, "card", "action") == [("stored", -40), ("charged", -30)]
         [payment] = entries(journal, "payment")
@@ -80,6 +80,33 @@ async def test_a_declined_card_leaves_the_invoice_open_and_tells_the_customer(
         assert (await l.status(handle)).expires_on == d.replace(year=d.year + 1)
 
 
+async def test_a_new_card_pays_the_invoice_the_old_one_could_not(env: WorkflowEnvironment) -> None:
+    gateway = RecordingCardGateway(declined={"INIT-0001": "insufficient funds"})
+    async with lab(env, card_gateway=gateway) as l, service(l, expires_in_days=40) as handle:
+        d = (await l.status(handle)).expires_on
+        await handle.execute_update(SubscriptionWorkflow.set_stored_card, CARD)
+        await at_day(l, d, -25)
+        invoice = await open_invoice(l, handle)
+        # The same declined card stored again is not charged again for this invoice.
+        again = await handle.execute_update(SubscriptionWorkflow.set_stored_card, CARD)
+        assert "declined" in again.message
+        assert (await l.status(handle)).open_invoice == invoice
+        new_card = StoredCardSetting(card=StoredCard(token="INIT-0002", label="Mastercard •••• 5555"))
+        answer = await handle.execute_update(SubscriptionWorkflow.set_stored_card, new_card)
+        assert "paid" in answer.message
+        status = await l.status(handle)
+        assert status.expires_on == d.replace(year=d.year + 1) and status.invoices[0].status == "paid"
+        assert [c.token for c in gateway.charges] == ["INIT-0002"]
+        journal = await l.journal(handle)
+        assert offsets(journal, l, d, "card", "action") == [
+            ("stored", -40),
+            ("declined", -30),
+            ("stored", -25),
+            ("stored", -25),
+            ("charged", -25),
+        ]
+
+
 async def test_the_card_is_charged_through_comgate_exactly_once(env: WorkflowEnvironment) -> None:
     peer = ComGatePeer()
     with running(peer.app()) as peer_client:
@@ -99,7 +126,7 @@ async def test_the_card_is_charged_through_comgate_exactly_once(env: WorkflowEnv
                     "CZK",
                     "INIT-0001",
                 )
-                assert payment.ref_id.endswith(f":card:{status.invoices[0].variable_symbol}")
+                assert f":card:{status.invoices[0].variable_symbol}:" in payment.ref_id
 
 
 async def test_removing_a_card_that_was_never_stored_is_refused(env: WorkflowEnvironment) -> None:
