@@ -196,7 +196,7 @@ async def renew_bulk(
         return answer
     answer.ok = True
     for quote, amount in zip(quotes, amounts, strict=True):
-        answer.services.append(await _renew_one(client, account, request_id, quote, amount))
+        answer.services.append(await _renew_one(client, account, request_id, quote, amount, debit.balance))
     if any(s.refunded for s in answer.services):
         answer.balance = (await account.query(CustomerAccountWorkflow.balance)).balance
     return answer
@@ -210,11 +210,20 @@ def _unpaid(quotes: list[RenewalQuote], amounts: list[Decimal], why: str) -> lis
 
 
 async def _renew_one(
-    client: Client, account: WorkflowHandle[Any, Any], request_id: str, quote: RenewalQuote, amount: Decimal
+    client: Client,
+    account: WorkflowHandle[Any, Any],
+    request_id: str,
+    quote: RenewalQuote,
+    amount: Decimal,
+    balance: Decimal,
 ) -> ServiceRenewal:
     handle = client.get_workflow_handle_for(SubscriptionWorkflow.run, service_workflow_id(quote.service_id))
     renewal = PrepaidRenewal(
-        debit_key=request_id, amount=amount, currency=quote.credit_currency, expected_amount=quote.amount
+        debit_key=request_id,
+        amount=amount,
+        currency=quote.credit_currency,
+        expected_amount=quote.amount,
+        balance=balance,
     )
     try:
         result = await handle.execute_update(SubscriptionWorkflow.renew_prepaid, renewal)

@@ -309,10 +309,11 @@ class MoneyInMixin:
             self._record(
                 "credit",
                 {
-                    "action": "bulk_debit",
-                    "key": request.debit_key,
+                    "action": "debit",
                     "amount": str(request.amount),
+                    "balance": "" if request.balance is None else str(request.balance),
                     "currency": request.currency,
+                    "bulk": request.debit_key,
                 },
                 at,
             )

@@ -49,6 +49,8 @@ class PrepaidRenewal(BaseModel):
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     expected_amount: Money
     """The renewal price the quote showed (price currency): refused if the price changed since."""
+    balance: Money | None = None
+    """The account's balance after the bulk debit, for the journal."""
 
     @field_validator("amount", "expected_amount")
     @classmethod

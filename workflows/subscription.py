@@ -661,6 +661,7 @@ class SubscriptionWorkflow(MoneyInMixin):
                 "amount": str(record.amount),
                 "due": record.due_on.isoformat(),
                 "purpose": purpose.value,
+                **({"currency": record.currency, "rate": str(record.exchange_rate)} if record.currency else {}),
             },
             at,
         )

@@ -53,7 +53,7 @@ async def test_bulk_renewal_debits_once_and_renews_every_service_from_d(env: Wor
                 "paid from credit instead"
             )
             assert [
-                e.data["amount"] for e in entries(await l.journal(one), "credit", action="bulk_debit")
+                e.data["amount"] for e in entries(await l.journal(one), "credit", bulk="req-1")
             ] == ["1200.00"]
             # The same request again (a retry after a timeout): nothing debited, nothing renewed twice.
             again = await renew_bulk(env.client, customer.id, ids, request_id="req-1")
