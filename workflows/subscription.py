@@ -544,7 +544,7 @@ class SubscriptionWorkflow(MoneyInMixin):
         shown = self._shown_state()
         nxt = self._next_milestone()
         open_invoice = self._open_invoice()
-        currency = state.terms.currency
+        currency = (open_invoice.currency if open_invoice else None) or state.terms.currency
         pay = (
             f" unless VS {open_invoice.variable_symbol} ({open_invoice.amount} {currency}) is paid"
             if open_invoice
