@@ -36,7 +36,15 @@ from activities.card_gateway import (
     UnconfiguredCardGateway,
 )
 from activities.epp import EppConfig
-from activities.exchange_rates import BnrRates, CnbRates, ExchangeRateActivities, ExchangeRates, FixedRates
+from activities.exchange_rates import (
+    BNR_BASE_URL,
+    CNB_DAILY_URL,
+    BnrRates,
+    CnbRates,
+    ExchangeRateActivities,
+    ExchangeRates,
+    FixedRates,
+)
 from activities.hypervisor import Hypervisor, HypervisorActivities, RecordingHypervisor, node_task_queue
 from activities.mailer import MailActivities, Mailer, RecordingMailer, SmtpMailer
 from activities.platform import HostingPlatform, PlatformActivities, RecordingPlatform
@@ -214,8 +222,20 @@ def production_adapters(settings: Settings) -> Adapters:
         registrar=registrar,
         hypervisors={},
         card_gateway=configured_card_gateway(settings, http),
-        exchange_rates={"CZK": CnbRates(http), "RON": BnrRates(http)},
+        exchange_rates=configured_exchange_rates(http),
     )
+
+
+def configured_exchange_rates(http: httpx.AsyncClient) -> dict[str, ExchangeRates]:
+    """The central banks (ČNB for CZK, BNR for RON) over HTTP; `HOSTLIFE_EXCHANGE_RATES=fixed` for
+    offline development (round rates near the real ones); `HOSTLIFE_CNB_URL`/`HOSTLIFE_BNR_URL`
+    point at a mirror."""
+    if os.environ.get("HOSTLIFE_EXCHANGE_RATES", "") == "fixed":
+        return dict(DEVELOPMENT_RATES)
+    return {
+        "CZK": CnbRates(http, url=os.environ.get("HOSTLIFE_CNB_URL", CNB_DAILY_URL)),
+        "RON": BnrRates(http, base_url=os.environ.get("HOSTLIFE_BNR_URL", BNR_BASE_URL)),
+    }
 
 
 def configured_card_gateway(settings: Settings, http: httpx.AsyncClient) -> CardGateway:
