@@ -14,7 +14,14 @@ from fastapi import FastAPI, Response
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.card_gateway import ChargeLedger, ComGateGateway, RecordingCardGateway
+from activities.card_gateway import (
+    CardChargeResult,
+    ChargeCardInput,
+    ChargeLedger,
+    ComGateGateway,
+    GatewayUnavailable,
+    RecordingCardGateway,
+)
 from activities.exchange_rates import BnrRates, CnbRates, ExchangeRates
 from policy.catalog import default_catalog
 from starter.accounts import balance, top_up
@@ -57,6 +64,33 @@ async def test_a_stored_card_pays_the_invoice_the_day_it_is_issued(env: Workflow
         await at_day(l, d.replace(year=d.year + 1), -30)
         assert len(gateway.charges) == 2
         assert gateway.charges[1].idempotency_key != charged.idempotency_key
+
+
+class LostAnswerGateway(RecordingCardGateway):
+    """Charges the card, then the answer is lost (a worker crash, a timeout): the activity retries."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    async def charge(self, request: ChargeCardInput) -> CardChargeResult:
+        self.calls += 1
+        result = await super().charge(request)
+        if self.calls == 1:
+            raise GatewayUnavailable("connection reset after the charge")
+        return result
+
+
+async def test_a_retry_after_a_lost_answer_finds_the_card_already_charged(env: WorkflowEnvironment) -> None:
+    gateway = LostAnswerGateway()
+    async with lab(env, card_gateway=gateway) as l, service(l, expires_in_days=40) as handle:
+        d = (await l.status(handle)).expires_on
+        await handle.execute_update(SubscriptionWorkflow.set_stored_card, CARD)
+        await at_day(l, d, -29)
+        status = await l.status(handle)
+        assert gateway.calls == 2 and len(gateway.charges) == 1, "retried once, charged once"
+        assert status.expires_on == d.replace(year=d.year + 1) and status.invoices[0].status == "paid"
+        assert len(entries(await l.journal(handle), "payment", result="applied")) == 1
 
 
 async def test_a_declined_card_leaves_the_invoice_open_and_tells_the_customer(
