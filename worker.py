@@ -17,14 +17,34 @@ import os
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
+import httpx
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.accounts import AccountActivities
 from activities.billing import Billing, BillingActivities, SqliteBilling
+from activities.card_gateway import (
+    COMGATE_URL,
+    CardActivities,
+    CardGateway,
+    ChargeLedger,
+    ComGateGateway,
+    RecordingCardGateway,
+    UnconfiguredCardGateway,
+)
 from activities.epp import EppConfig
+from activities.exchange_rates import (
+    BNR_BASE_URL,
+    CNB_DAILY_URL,
+    BnrRates,
+    CnbRates,
+    ExchangeRateActivities,
+    ExchangeRates,
+    FixedRates,
+)
 from activities.hypervisor import Hypervisor, HypervisorActivities, RecordingHypervisor, node_task_queue
 from activities.mailer import MailActivities, Mailer, RecordingMailer, SmtpMailer
 from activities.platform import HostingPlatform, PlatformActivities, RecordingPlatform
@@ -75,6 +95,16 @@ class Adapters:
     registrar: Registrar = field(default_factory=RecordingRegistrar)
     hypervisors: dict[str, Hypervisor] = field(default_factory=lambda: {"node-1": RecordingHypervisor()})
     storage_billing: StorageBilling = field(default_factory=RecordingStorageBilling)
+    card_gateway: CardGateway = field(default_factory=RecordingCardGateway)
+    exchange_rates: dict[str, ExchangeRates] = field(default_factory=lambda: dict(DEVELOPMENT_RATES))
+    """One source per invoice currency (its central bank): ČNB for CZK, BNR for RON."""
+
+
+DEVELOPMENT_RATES: dict[str, ExchangeRates] = {
+    # Round numbers near the real ones, so the simulator and tests never touch the network.
+    "CZK": FixedRates("CZK", {"EUR": Decimal("25.000"), "RON": Decimal("5.000")}),
+    "RON": FixedRates("RON", {"CZK": Decimal("0.2000"), "EUR": Decimal("4.9750")}),
+}
 
 
 def lifecycle_activities(adapters: Adapters, client: Client, task_queue: str) -> list[Any]:
@@ -84,6 +114,8 @@ def lifecycle_activities(adapters: Adapters, client: Client, task_queue: str) ->
     mail = MailActivities.from_env(adapters.mailer)
     platform = PlatformActivities(adapters.platform)
     registrar = RegistrarActivities(adapters.registrar)
+    card = CardActivities(adapters.card_gateway)
+    rates = ExchangeRateActivities(adapters.exchange_rates)
     return [
         billing.issue_invoice,
         billing.cancel_invoice,
@@ -99,6 +131,9 @@ def lifecycle_activities(adapters: Adapters, client: Client, task_queue: str) ->
         registrar.renew_domain,
         registrar.restore_domain,
         accounts.debit_credit,
+        card.charge_stored_card,
+        rates.rate_for_invoice,
+        rates.convert_amount,
         storage.charge_iso_storage,
         storage.warn_iso_storage_unpaid,
     ]
@@ -180,11 +215,46 @@ def production_adapters(settings: Settings) -> Adapters:
     """
     mailer: Mailer = SmtpMailer.from_env()
     registrar = configured_registrar()
+    http = httpx.AsyncClient(timeout=httpx.Timeout(30.0), follow_redirects=True)
     return Adapters(
         billing=SqliteBilling(settings.data_dir / "billing.sqlite"),
         mailer=mailer,
         registrar=registrar,
         hypervisors={},
+        card_gateway=configured_card_gateway(settings, http),
+        exchange_rates=configured_exchange_rates(http),
+    )
+
+
+def configured_exchange_rates(http: httpx.AsyncClient) -> dict[str, ExchangeRates]:
+    """The central banks (ČNB for CZK, BNR for RON) over HTTP; `HOSTLIFE_EXCHANGE_RATES=fixed` for
+    offline development (round rates near the real ones); `HOSTLIFE_CNB_URL`/`HOSTLIFE_BNR_URL`
+    point at a mirror."""
+    if os.environ.get("HOSTLIFE_EXCHANGE_RATES", "") == "fixed":
+        return dict(DEVELOPMENT_RATES)
+    return {
+        "CZK": CnbRates(http, url=os.environ.get("HOSTLIFE_CNB_URL", CNB_DAILY_URL)),
+        "RON": BnrRates(http, base_url=os.environ.get("HOSTLIFE_BNR_URL", BNR_BASE_URL)),
+    }
+
+
+def configured_card_gateway(settings: Settings, http: httpx.AsyncClient) -> CardGateway:
+    """ComGate when `HOSTLIFE_COMGATE_MERCHANT` and `_SECRET` are set (`_TEST=1`: its test mode).
+
+    Without them a stored card is never charged: each attempt is flagged for ops and the invoice
+    stays open, so nothing is marked paid that was not.
+    """
+    merchant = os.environ.get("HOSTLIFE_COMGATE_MERCHANT", "")
+    secret = os.environ.get("HOSTLIFE_COMGATE_SECRET", "")
+    if not merchant or not secret:
+        return UnconfiguredCardGateway()
+    return ComGateGateway(
+        http,
+        merchant,
+        secret,
+        ChargeLedger(settings.data_dir / "card_charges.sqlite"),
+        base_url=os.environ.get("HOSTLIFE_COMGATE_URL", COMGATE_URL),
+        test=os.environ.get("HOSTLIFE_COMGATE_TEST", "") in ("1", "true", "yes"),
     )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from datetime import date, datetime
+from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
@@ -51,6 +52,11 @@ class IssueInvoiceInput(BaseModel):
     due_on: date
     period: str
     description: str = ""
+    exchange_rate: Decimal | None = None
+    """Invoice-currency units per price-currency unit, when the invoice is in another currency."""
+    rate_source: str | None = None
+    price_amount: Money | None = None
+    """The amount in the price currency it was converted from."""
 
 
 class Invoice(BaseModel):
@@ -63,6 +69,11 @@ class Invoice(BaseModel):
     due_on: date
     period: str
     description: str = ""
+    exchange_rate: Decimal | None = None
+    """Invoice-currency units per price-currency unit, when the invoice is in another currency."""
+    rate_source: str | None = None
+    price_amount: Money | None = None
+    """The amount in the price currency it was converted from."""
     status: InvoiceStatus = InvoiceStatus.OPEN
 
 

@@ -36,6 +36,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from policy.commerce import invoice_rate
+from policy.money import Money
+from policy.pricing import round_money
 
 CNB_DAILY_URL = "https://www.cnb.cz/cs/financni-trhy/devizovy-trh/kurzy-devizoveho-trhu/kurzy-devizoveho-trhu/denni_kurz.txt"
 """Takes `?date=DD.MM.YYYY` and answers with the fixing valid on that day."""
@@ -345,6 +347,25 @@ class InvoiceRate(BaseModel):
     """Invoice-currency units per one price-currency unit; `policy.commerce.convert_invoice` input."""
 
 
+class ConvertAmountInput(BaseModel):
+    """An amount to move between currencies at the day's central bank rate (no margin): credit debits."""
+
+    amount: Money
+    from_currency: str
+    to_currency: str
+    day: date
+
+
+class ConvertedAmount(BaseModel):
+    amount: Money
+    """In `to_currency`, rounded once, half up to hundredths."""
+    currency: str
+    rate: Decimal
+    """`to_currency` units per one `from_currency` unit, exact."""
+    bank: str
+    fixing_date: date
+
+
 class ExchangeRateActivities:
     """Receives one source per invoice currency (its central bank), keyed by that currency."""
 
@@ -390,6 +411,48 @@ class ExchangeRateActivities:
             margin_percent=request.margin_percent,
             applied_rate=invoice_rate(quote.rate, request.margin_percent),
         )
+
+    @activity.defn
+    async def convert_amount(self, request: ConvertAmountInput) -> ConvertedAmount:
+        return await convert_with(self.sources, request)
+
+
+def _rate_between(
+    sources: Mapping[str, ExchangeRates], from_currency: str, to_currency: str
+) -> tuple[ExchangeRates, str, bool]:
+    """The source to ask, the currency to ask it for, and whether its answer must be inverted."""
+    if from_currency in sources:  # e.g. CZK → EUR: the ČNB quotes CZK per EUR; invert it
+        return sources[from_currency], to_currency, True
+    if to_currency in sources:  # e.g. EUR → RON: the BNR quotes RON per EUR
+        return sources[to_currency], from_currency, False
+    raise ApplicationError(
+        f"no exchange-rate source quotes {from_currency} or {to_currency}",
+        type="RateNotPublished",
+        non_retryable=True,
+    )
+
+
+async def convert_with(sources: Mapping[str, ExchangeRates], request: ConvertAmountInput) -> ConvertedAmount:
+    """The conversion itself, shared by the activity and by callers outside workflows (bulk renewal)."""
+    from_currency, to_currency = request.from_currency.upper(), request.to_currency.upper()
+    if from_currency == to_currency:
+        return ConvertedAmount(
+            amount=request.amount, currency=to_currency, rate=Decimal(1), bank="none", fixing_date=request.day
+        )
+    source, asked, invert = _rate_between(sources, from_currency, to_currency)
+    try:
+        quote = await source.quote(asked, request.day)
+    except ExchangeRateError as exc:
+        raise _application_error(exc) from exc
+    rate = 1 / quote.rate if invert else quote.rate
+    amount = request.amount / quote.rate if invert else request.amount * quote.rate
+    return ConvertedAmount(
+        amount=round_money(amount),
+        currency=to_currency,
+        rate=rate,
+        bank=quote.bank,
+        fixing_date=quote.fixing_date,
+    )
 
 
 def _application_error(exc: ExchangeRateError) -> ApplicationError:

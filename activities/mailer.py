@@ -63,6 +63,7 @@ class NoticeKind(StrEnum):
     CANCELLED = "cancelled"
     INVOICE_CANCELLED = "invoice_cancelled"
     DEFERRAL_GRANTED = "deferral_granted"
+    CARD_DECLINED = "card_declined"
 
 
 class NoticeFacts(BaseModel):
@@ -112,6 +113,7 @@ REQUIRED_FACTS: dict[NoticeKind, frozenset[str]] = {
     NoticeKind.CANCELLED: frozenset(),
     NoticeKind.INVOICE_CANCELLED: frozenset({"variable_symbol"}),
     NoticeKind.DEFERRAL_GRANTED: frozenset({"due_on"}),
+    NoticeKind.CARD_DECLINED: frozenset({"variable_symbol", "amount", "reason", "expires_on"}),
 }
 """Facts each notice must carry; a notice without them fails at once rather than mail a blank."""
 

@@ -40,6 +40,14 @@ class InvoiceRecord(BaseModel):
     period: str
     status: InvoiceState = InvoiceState.OPEN
     cancel_reason: str | None = None
+    currency: str | None = None
+    """None: the service's price currency."""
+    exchange_rate: Decimal | None = None
+    """Invoice-currency units per price-currency unit (central bank rate + margin), when converted."""
+    rate_source: str | None = None
+    """The bank, its fixing date, its rate and the margin, e.g. "BNR 2026-11-20 0.1923 + 2 %"."""
+    price_amount: Money | None = None
+    """The amount in the price currency it was converted from."""
 
 
 class PaymentResult(StrEnum):

@@ -10,9 +10,11 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 
 from policy.catalog import Catalog, ProductKind, default_catalog, load_catalog
 from policy.clock import Clock
+from policy.commerce import CommerceRulesError, commerce_rules
 from workflows import TASK_QUEUE, service_workflow_id
 from workflows import search_attributes as sa
 from workflows.models import ServiceSpec, SubscriptionInput
+from workflows.money_models import InvoiceCurrency
 from workflows.subscription import SubscriptionWorkflow
 from workflows.vps_backups import VpsBackupsWorkflow
 from workflows.vps_models import VpsBackupsConfig, VpsBackupsInput, vps_backups_workflow_id
@@ -36,7 +38,27 @@ def subscription_input(
         raise ValueError(
             f"{terms.title} cannot be billed for {spec.period}; allowed: {', '.join(terms.periods)}"
         )
-    return SubscriptionInput(spec=spec, terms=terms, tld=tld, clock=clock or Clock(time_zone=terms.time_zone))
+    return SubscriptionInput(
+        spec=spec,
+        terms=terms,
+        tld=tld,
+        clock=clock or Clock(time_zone=terms.time_zone),
+        invoice_currency=invoice_currency_for(spec.profile, terms.currency),
+    )
+
+
+def invoice_currency_for(profile: str, price_currency: str) -> InvoiceCurrency | None:
+    """The profile's invoice currency and rate margin (commerce rules, SPEC §6) when it differs from the price's.
+
+    A profile the commerce rules do not know (ops' own catalog) invoices in the price currency.
+    """
+    try:
+        rules = commerce_rules(profile)
+    except CommerceRulesError:
+        return None
+    if rules.invoice_currency == price_currency:
+        return None
+    return InvoiceCurrency(currency=rules.invoice_currency, margin_percent=rules.invoice_rate_margin_percent)
 
 
 async def start_service(

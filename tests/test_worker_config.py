@@ -1,6 +1,8 @@
-"""The worker's registrar wiring: one EPP connection per registry the environment names."""
+"""The worker's wiring from the environment: registrars, the card gateway, exchange rates."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -59,3 +61,46 @@ def test_a_tld_without_any_registry_is_refused(monkeypatch: pytest.MonkeyPatch) 
     assert isinstance(registrar, RegistrarByTld)
     with pytest.raises(RegistrarRefused, match="no registry connection"):
         registrar._for("firma.com")
+
+
+async def test_stored_cards_are_charged_only_through_a_configured_gateway(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import httpx
+
+    from activities.card_gateway import ComGateGateway, UnconfiguredCardGateway
+    from starter.config import Settings
+    from worker import configured_card_gateway
+
+    for name in ("MERCHANT", "SECRET", "URL", "TEST"):
+        monkeypatch.delenv(f"HOSTLIFE_COMGATE_{name}", raising=False)
+    monkeypatch.setenv("HOSTLIFE_DATA_DIR", str(tmp_path))
+    settings = Settings.from_env()
+    async with httpx.AsyncClient() as http:
+        assert isinstance(configured_card_gateway(settings, http), UnconfiguredCardGateway)
+        monkeypatch.setenv("HOSTLIFE_COMGATE_MERCHANT", "123456")
+        monkeypatch.setenv("HOSTLIFE_COMGATE_SECRET", "s3cret")
+        monkeypatch.setenv("HOSTLIFE_COMGATE_TEST", "1")
+        gateway = configured_card_gateway(settings, http)
+    assert isinstance(gateway, ComGateGateway) and gateway.test and gateway.merchant == "123456"
+    assert (tmp_path / "card_charges.sqlite").exists()
+
+
+async def test_exchange_rates_come_from_the_central_banks_unless_fixed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import httpx
+
+    from activities.exchange_rates import BnrRates, CnbRates, FixedRates
+    from worker import configured_exchange_rates
+
+    monkeypatch.delenv("HOSTLIFE_EXCHANGE_RATES", raising=False)
+    monkeypatch.setenv("HOSTLIFE_CNB_URL", "http://mirror.test/denni_kurz.txt")
+    async with httpx.AsyncClient() as http:
+        sources = configured_exchange_rates(http)
+        assert (
+            isinstance(sources["CZK"], CnbRates) and sources["CZK"].url == "http://mirror.test/denni_kurz.txt"
+        )
+        assert isinstance(sources["RON"], BnrRates)
+        monkeypatch.setenv("HOSTLIFE_EXCHANGE_RATES", "fixed")
+        assert all(isinstance(s, FixedRates) for s in configured_exchange_rates(http).values())

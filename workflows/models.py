@@ -13,6 +13,7 @@ from policy.catalog import Terms, TldRules
 from policy.clock import Clock
 from policy.money import Money
 from policy.payments import InvoiceRecord, PaymentResult
+from workflows.money_models import InvoiceCurrency, StoredCard
 
 
 class ServiceState(StrEnum):
@@ -139,6 +140,14 @@ class SubscriptionState(BaseModel):
     credit_missing: Money | None = None
     """What the credit lacked at the last automatic-renewal attempt of this cycle."""
     last_error: str | None = None
+    stored_card: StoredCard | None = None
+    """Charged for each renewal invoice as soon as it is issued (SPEC §6)."""
+    card_charges: dict[str, str] = {}
+    """Variable symbol → what its card charge ended as ("paid", "declined", "failed"): charged once."""
+    invoice_currency: InvoiceCurrency | None = None
+    """Invoices in another currency than the price; None: in the price currency."""
+    prepaid_keys: list[str] = []
+    """Debit keys of prepaid (bulk) renewals already applied, newest last."""
 
 
 class SubscriptionInput(BaseModel):
@@ -151,6 +160,7 @@ class SubscriptionInput(BaseModel):
     tld: TldRules | None = None
     clock: Clock | None = None
     state: SubscriptionState | None = None
+    invoice_currency: InvoiceCurrency | None = None
 
 
 class SubscriptionResult(BaseModel):

@@ -94,6 +94,7 @@ with workflow.unsafe.imports_passed_through():
         Suspension,
         UpcomingMilestone,
     )
+    from workflows.money_in import MoneyInMixin
     from workflows.vps_backups import VpsBackupsWorkflow
     from workflows.vps_models import VpsDeleted, vps_backups_workflow_id
 
@@ -158,6 +159,7 @@ def initial_state(start: SubscriptionInput) -> SubscriptionState:
         price=spec.price,
         period=spec.period,
         expires_on=expires_on,
+        invoice_currency=start.invoice_currency,
     )
 
 
@@ -168,7 +170,7 @@ def _require(request: object) -> None:
 
 
 @workflow.defn
-class SubscriptionWorkflow:
+class SubscriptionWorkflow(MoneyInMixin):
     @workflow.init
     def __init__(self, start: SubscriptionInput) -> None:
         self.new = start.state is None
@@ -340,7 +342,8 @@ class SubscriptionWorkflow:
                         return
                     if years != parse_period(period).years:
                         period, amount = f"P{years}Y", round_money(state.yearly_price * years)
-                await self._issue_invoice(InvoicePurpose.RENEWAL, amount, due_on, at, period=period)
+                record = await self._issue_invoice(InvoicePurpose.RENEWAL, amount, due_on, at, period=period)
+                await self._charge_stored_card(record, at)
         elif kind is MilestoneKind.REMINDER:
             if open_renewal is not None:
                 await self._notify(
@@ -541,7 +544,7 @@ class SubscriptionWorkflow:
         shown = self._shown_state()
         nxt = self._next_milestone()
         open_invoice = self._open_invoice()
-        currency = state.terms.currency
+        currency = (open_invoice.currency if open_invoice else None) or state.terms.currency
         pay = (
             f" unless VS {open_invoice.variable_symbol} ({open_invoice.amount} {currency}) is paid"
             if open_invoice
@@ -620,20 +623,24 @@ class SubscriptionWorkflow:
         state = self.state
         state.invoice_reissues += 1
         period = period or self._renewal_period()
+        money = await self._invoice_money(amount, at)
         invoice = await workflow.execute_activity_method(
             BillingActivities.issue_invoice,
             IssueInvoiceInput(
                 idempotency_key=self._key("invoice", purpose.value, state.expires_on, state.invoice_reissues),
                 service_id=state.spec.service_id,
                 customer_id=state.spec.customer.id,
-                amount=amount,
-                currency=state.terms.currency,
+                amount=money.amount,
+                currency=money.currency,
+                exchange_rate=money.exchange_rate,
+                rate_source=money.rate_source,
+                price_amount=money.price_amount,
                 issued_on=self.clock.today(at),
                 due_on=due_on,
                 period=period,
                 description=f"{state.terms.title} {state.spec.name or state.spec.service_id} ({purpose.value})",
             ),
-            summary=f"issue {purpose.value} invoice of {amount} {state.terms.currency} for {state.spec.service_id}",
+            summary=f"issue {purpose.value} invoice of {money.amount} {money.currency} for {state.spec.service_id}",
             **BILLING_OPTIONS,
         )
         record = InvoiceRecord(
@@ -643,6 +650,7 @@ class SubscriptionWorkflow:
             due_on=invoice.due_on,
             purpose=purpose,
             period=period,
+            **money.record_fields(),
         )
         state.invoices.append(record)
         self._record(
@@ -653,6 +661,7 @@ class SubscriptionWorkflow:
                 "amount": str(record.amount),
                 "due": record.due_on.isoformat(),
                 "purpose": purpose.value,
+                **({"currency": record.currency, "rate": str(record.exchange_rate)} if record.currency else {}),
             },
             at,
         )
@@ -836,6 +845,7 @@ class SubscriptionWorkflow:
             return facts
         return facts.model_copy(
             update={
+                "currency": invoice.currency or facts.currency,
                 "variable_symbol": invoice.variable_symbol,
                 "amount": invoice.amount,
                 "due_on": invoice.due_on,
@@ -1096,7 +1106,8 @@ class SubscriptionWorkflow:
     async def _renew_from_credit(self, milestone: Milestone, at: datetime) -> None:
         """SPEC §3.9: debit the credit account; no invoice. A shortfall is retried the next day."""
         state = self.state
-        amount = self._renewal_amount()
+        price = self._renewal_amount()
+        amount, converted = await self._credit_amount(price, at)
         customer = state.spec.customer.id
         try:
             result = await workflow.execute_activity_method(
@@ -1118,6 +1129,8 @@ class SubscriptionWorkflow:
             self._action_failed("credit debit", exc, at)
             return
         line = {"customer": customer, "amount": str(amount), "balance": str(result.balance)}
+        if converted is not None:
+            line.update(currency=state.terms.credit_currency, converted=converted)
         if not result.ok:
             last_attempt = milestone.offset >= 0
             # Daily retries: the journal notes a shortfall when it first appears, changes, or finally fails.
@@ -1130,7 +1143,11 @@ class SubscriptionWorkflow:
                     milestone.key,
                     at,
                     self._base_facts().model_copy(
-                        update={"amount": amount, "reason": f"the credit lacks {result.missing}"}
+                        update={
+                            "amount": amount,
+                            "currency": state.terms.credit_currency,
+                            "reason": f"the credit lacks {result.missing}",
+                        }
                     ),
                 )
             return
@@ -1142,7 +1159,7 @@ class SubscriptionWorkflow:
             at,
             f"credit:{state.expires_on}",
             reason="renewed from credit",
-            amount=amount,
+            amount=price,
         )
 
     async def _restore_paid(self, invoice: InvoiceRecord, at: datetime, payment_id: str) -> None:
@@ -1243,7 +1260,10 @@ class SubscriptionWorkflow:
 
     async def _reissue(self, old: InvoiceRecord, reason: str, at: datetime) -> InvoiceRecord:
         await self._cancel_invoice(old, reason, at)
-        new = await self._issue_invoice(old.purpose, old.amount, old.due_on, at, period=old.period)
+        # An invoice in another currency is converted again from its price, at the new day's rate.
+        new = await self._issue_invoice(
+            old.purpose, old.price_amount or old.amount, old.due_on, at, period=old.period
+        )
         suspension = self.state.suspension
         if suspension is not None and suspension.fee_variable_symbol == old.variable_symbol:
             suspension.fee_variable_symbol = new.variable_symbol

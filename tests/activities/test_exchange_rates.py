@@ -257,3 +257,38 @@ async def test_an_unreachable_bank_is_retried_by_the_activity() -> None:
 def test_a_source_must_quote_in_the_invoice_currency() -> None:
     with pytest.raises(ValueError, match="quotes in CZK"):
         ExchangeRateActivities({"RON": FixedRates("CZK", {})})
+
+
+# ----------------------------------------------------------------------------- credit conversion
+
+
+async def test_a_czk_price_becomes_eur_credit_at_the_cnb_rate_rounded_once() -> None:
+    from activities.exchange_rates import ConvertAmountInput, ExchangeRateActivities, FixedRates
+
+    cnb = FixedRates("CZK", {"EUR": Decimal("25.205")}, fixing_date=date(2025, 1, 3))
+    activities = ExchangeRateActivities({"CZK": cnb})
+    request = ConvertAmountInput(
+        amount=Decimal("1200.00"), from_currency="CZK", to_currency="EUR", day=date(2025, 1, 4)
+    )
+    converted = await ActivityEnvironment().run(activities.convert_amount, request)
+    assert (converted.amount, converted.currency, converted.bank) == (Decimal("47.61"), "EUR", "fixed")
+    assert converted.rate == 1 / Decimal("25.205") and converted.fixing_date == date(2025, 1, 3)
+    assert cnb.asked == [("EUR", date(2025, 1, 4))]
+
+
+async def test_conversion_asks_the_target_currency_s_bank_when_the_source_has_none() -> None:
+    from activities.exchange_rates import ConvertAmountInput, ExchangeRateActivities, FixedRates
+
+    bnr = FixedRates("RON", {"EUR": Decimal("4.9743")})
+    activities = ExchangeRateActivities({"RON": bnr})
+    env = ActivityEnvironment()
+    to_ron = ConvertAmountInput(
+        amount=Decimal("10.00"), from_currency="EUR", to_currency="RON", day=date(2025, 1, 6)
+    )
+    assert (await env.run(activities.convert_amount, to_ron)).amount == Decimal("49.74")
+    same = to_ron.model_copy(update={"to_currency": "EUR"})
+    assert (await env.run(activities.convert_amount, same)).amount == Decimal("10.00")
+    nowhere = to_ron.model_copy(update={"from_currency": "USD", "to_currency": "GBP"})
+    with pytest.raises(ApplicationError) as caught:
+        await env.run(activities.convert_amount, nowhere)
+    assert caught.value.type == "RateNotPublished" and caught.value.non_retryable

@@ -86,7 +86,8 @@ def states(journal: list[JournalEntry], clock: Clock) -> list[tuple[str, date]]:
 
 
 @contextlib.asynccontextmanager
-async def lab(env: WorkflowEnvironment) -> AsyncIterator[Lab]:
+async def lab(env: WorkflowEnvironment, **adapters_given: Any) -> AsyncIterator[Lab]:
+    """`adapters_given` replaces any of the other adapters (e.g. `card_gateway=`, `exchange_rates=`)."""
     node = f"node-{uuid.uuid4().hex[:8]}"
     hypervisor = RecordingHypervisor()
     adapters = Adapters(
@@ -95,6 +96,7 @@ async def lab(env: WorkflowEnvironment) -> AsyncIterator[Lab]:
         platform=RecordingPlatform(),
         registrar=RecordingRegistrar(),
         hypervisors={node: hypervisor},
+        **adapters_given,
     )
     task_queue = f"tq-{uuid.uuid4()}"
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as executor:
