@@ -27,6 +27,7 @@ from activities.billing import Billing, BillingActivities, SqliteBilling
 from activities.epp import EppConfig
 from activities.hypervisor import Hypervisor, HypervisorActivities, RecordingHypervisor, node_task_queue
 from activities.mailer import MailActivities, Mailer, RecordingMailer, SmtpMailer
+from activities.offers import OfferActivities, resolve_commerce_rules
 from activities.platform import HostingPlatform, PlatformActivities, RecordingPlatform
 from activities.registrar import (
     EppRegistrar,
@@ -50,6 +51,7 @@ from starter.logging import configure_logging
 from starter.services import configured_catalog
 from starter.temporal_connection import connect_options_from_env
 from starter.temporal_setup import register_search_attributes
+from workflows.coupon import CouponWorkflow
 from workflows.customer_account import CustomerAccountWorkflow
 from workflows.iso_images import IsoImageWorkflow
 from workflows.subscription import SubscriptionWorkflow
@@ -62,6 +64,7 @@ WORKFLOWS: Sequence[type] = (
     VpsBackupsWorkflow,
     VpsSupportActionWorkflow,
     IsoImageWorkflow,
+    CouponWorkflow,
 )
 
 
@@ -79,6 +82,7 @@ class Adapters:
 
 def lifecycle_activities(adapters: Adapters, client: Client, task_queue: str) -> list[Any]:
     accounts = AccountActivities(client, task_queue=task_queue)
+    offers = OfferActivities(client)
     storage = VpsStorageActivities(billing=adapters.storage_billing)
     billing = BillingActivities(adapters.billing)
     mail = MailActivities.from_env(adapters.mailer)
@@ -99,6 +103,8 @@ def lifecycle_activities(adapters: Adapters, client: Client, task_queue: str) ->
         registrar.renew_domain,
         registrar.restore_domain,
         accounts.debit_credit,
+        offers.redeem_coupon,
+        resolve_commerce_rules,
         storage.charge_iso_storage,
         storage.warn_iso_storage_unpaid,
     ]

@@ -13,6 +13,7 @@ from policy.catalog import Terms, TldRules
 from policy.clock import Clock
 from policy.money import Money
 from policy.payments import InvoiceRecord, PaymentResult
+from workflows.offers_models import OffersState
 
 
 class ServiceState(StrEnum):
@@ -67,6 +68,13 @@ class ServiceSpec(BaseModel):
     """VPS/APS: automatic daily backups kept for 3 or 7 days (0: none)."""
     follows: str | None = None
     """DNS hosting: the service id of the domain it follows (SPEC §4)."""
+    plan: str = ""
+    """The product's plan (e.g. "vps-m"), for ops' price changes of one plan."""
+    new_order: bool = False
+    """The customer orders it now: the first invoice hostlife issues is for the first period bought
+    (coupons may apply to it). False: a service handed over mid-life, whose invoices are renewals."""
+    new_customer: bool = False
+    """The customer had no service with the provider before this order (coupons for new customers)."""
 
 
 class Suspension(BaseModel):
@@ -139,6 +147,8 @@ class SubscriptionState(BaseModel):
     credit_missing: Money | None = None
     """What the credit lacked at the last automatic-renewal attempt of this cycle."""
     last_error: str | None = None
+    offers: OffersState | None = None
+    """Coupons, price changes and usage notices (SPEC §6; workflows/subscription_offers.py)."""
 
 
 class SubscriptionInput(BaseModel):
