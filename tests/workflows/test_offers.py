@@ -109,6 +109,7 @@ async def test_a_coupon_at_start_discounts_the_first_period_only(env: WorkflowEn
         assert renewal.amount == Decimal("1199.90")
         coupon = await l.env.client.get_workflow_handle(coupon_workflow_id(code)).query(CouponWorkflow.details)
         assert coupon.uses == 1 and coupon.redemptions[0].discount == Decimal("239.98")
+        await handle.query(SubscriptionWorkflow.status)
         await handle.terminate(reason="test finished")
 
 
@@ -202,11 +203,17 @@ async def test_a_limited_coupon_is_never_redeemed_more_often_than_allowed(env: W
                 invoice = await settled_invoice(l, started)
                 assert invoice.amount == Decimal("1200.00")
                 result = "refused"
-            await started.terminate(reason="test finished")
+            handles.append(started)
             return result
 
+        handles: list[Any] = []
         results = await asyncio.gather(*(order(n) for n in range(8)))
         assert sorted(results).count("applied") == 3
+        # Let every service finish mailing its invoice before it is terminated (no task left in flight).
+        await eventually(lambda: asyncio.sleep(0, l.mails()), lambda m: m.count("invoice_issued") == 8)
+        for started in handles:
+            await started.query(SubscriptionWorkflow.status)
+            await started.terminate(reason="test finished")
         details = await handle.query(CouponWorkflow.details)
         assert details.uses == 3 and details.remaining == 0 and details.refusals == 5
 
