@@ -33,7 +33,10 @@ from workflows.subscription import SubscriptionWorkflow
 async def create_coupon(client: Client, task_queue: str, **fields: Any) -> WorkflowHandle[Any, Any]:
     coupon = Coupon(**{"code": f"C{uuid.uuid4().hex[:8].upper()}", **fields})
     return await client.start_workflow(
-        CouponWorkflow.run, CouponInput(coupon=coupon), id=coupon_workflow_id(coupon.code), task_queue=task_queue
+        CouponWorkflow.run,
+        CouponInput(coupon=coupon),
+        id=coupon_workflow_id(coupon.code),
+        task_queue=task_queue,
     )
 
 
@@ -107,7 +110,9 @@ async def test_a_coupon_at_start_discounts_the_first_period_only(env: WorkflowEn
         await at_day(l, status.expires_on, -29)
         renewal = await open_invoice(l, handle)
         assert renewal.amount == Decimal("1199.90")
-        coupon = await l.env.client.get_workflow_handle(coupon_workflow_id(code)).query(CouponWorkflow.details)
+        coupon = await l.env.client.get_workflow_handle(coupon_workflow_id(code)).query(
+            CouponWorkflow.details
+        )
         assert coupon.uses == 1 and coupon.redemptions[0].discount == Decimal("239.98")
         await handle.query(SubscriptionWorkflow.status)
         await handle.terminate(reason="test finished")
@@ -119,7 +124,9 @@ async def test_coupon_apply_reissues_the_open_first_invoice(env: WorkflowEnviron
         async with service(l, **new_order(l)) as handle:
             first = await settled_invoice(l, handle)
             assert first.amount == Decimal("1200.00")
-            result = await handle.execute_update(SubscriptionWorkflow.apply_coupon, ApplyCoupon(code=code.lower()))
+            result = await handle.execute_update(
+                SubscriptionWorkflow.apply_coupon, ApplyCoupon(code=code.lower())
+            )
             assert result.amount == Decimal("900.00")
             status = await l.status(handle)
             assert status.open_invoice is not None and status.open_invoice.amount == Decimal("900.00")
@@ -140,10 +147,15 @@ async def test_coupon_apply_reissues_the_open_first_invoice(env: WorkflowEnviron
         ({"new_customer": False}, "new_customers_only"),
         ({"new_order": False, "expires_in_days": 20}, "first_period_only"),
         ({"product": "vps", "period": "P1M", "price": Decimal("300.00")}, "min_period"),
-        ({"profile": "default", "product": "domain", "name": "nova.cz", "new_order": False}, "not_for_domain_renewals"),
+        (
+            {"profile": "default", "product": "domain", "name": "nova.cz", "new_order": False},
+            "not_for_domain_renewals",
+        ),
     ],
 )
-async def test_a_refused_coupon_names_its_rule(env: WorkflowEnvironment, overrides: dict[str, Any], rule: str) -> None:
+async def test_a_refused_coupon_names_its_rule(
+    env: WorkflowEnvironment, overrides: dict[str, Any], rule: str
+) -> None:
     async with lab(env) as l:
         code = await weekly(l, min_period_months=12)
         async with service(l, **new_order(l, **overrides)) as handle:
@@ -151,7 +163,9 @@ async def test_a_refused_coupon_names_its_rule(env: WorkflowEnvironment, overrid
             assert f"refused by rule {rule}" in message, message
             journal = await l.journal(handle)
             assert entries(journal, "coupon", action="refused", rule=rule)
-        details = await l.env.client.get_workflow_handle(coupon_workflow_id(code)).query(CouponWorkflow.details)
+        details = await l.env.client.get_workflow_handle(coupon_workflow_id(code)).query(
+            CouponWorkflow.details
+        )
         assert details.uses == 0 and details.refusals == 1
 
 
@@ -193,7 +207,9 @@ async def test_a_limited_coupon_is_never_redeemed_more_often_than_allowed(env: W
                 new_customer=True,
             )
             try:
-                started = await start_service(l.env.client, spec, task_queue=l.task_queue, clock=l.clock, coupon=code)
+                started = await start_service(
+                    l.env.client, spec, task_queue=l.task_queue, clock=l.clock, coupon=code
+                )
                 invoice = await settled_invoice(l, started)
                 assert invoice.amount == Decimal("1100.00")
                 result = "applied"
@@ -222,60 +238,70 @@ async def test_a_limited_coupon_is_never_redeemed_more_often_than_allowed(env: W
 
 
 async def test_a_new_price_applies_from_the_next_renewal_after_notice(env: WorkflowEnvironment) -> None:
-    async with lab(env) as l:
-        async with service(l, profile="hostico", expires_in_days=45) as handle:
-            d = (await l.status(handle)).expires_on
-            today = l.today(await l.now())
-            with pytest.raises(WorkflowUpdateFailedError) as early:
-                await handle.execute_update(
-                    SubscriptionWorkflow.announce_price,
-                    PriceAnnouncement(product="hosting", price=Decimal("1500.00"), effective_on=today + timedelta(days=29)),
-                )
-            assert "less than 30 days" in str(early.value.cause)
-            with pytest.raises(WorkflowUpdateFailedError) as other:
-                await handle.execute_update(
-                    SubscriptionWorkflow.announce_price,
-                    PriceAnnouncement(product="vps", price=Decimal("1500.00"), effective_on=today + timedelta(days=40)),
-                )
-            assert "not affected" in str(other.value.cause)
-            result = await handle.execute_update(
+    async with lab(env) as l, service(l, profile="hostico", expires_in_days=45) as handle:
+        d = (await l.status(handle)).expires_on
+        today = l.today(await l.now())
+        with pytest.raises(WorkflowUpdateFailedError) as early:
+            await handle.execute_update(
                 SubscriptionWorkflow.announce_price,
-                PriceAnnouncement(product="hosting", price=Decimal("1499.99"), effective_on=today + timedelta(days=30)),
+                PriceAnnouncement(
+                    product="hosting", price=Decimal("1500.00"), effective_on=today + timedelta(days=29)
+                ),
             )
-            assert f"from {d + timedelta(days=1)}" in result.message
-            assert "price_change" in l.mails()
-            await at_day(l, d, -29)
-            renewal = await open_invoice(l, handle)
-            assert renewal.amount == Decimal("1499.99")
-            await pay(handle, renewal)
-            status = await l.status(handle)
-            assert status.price == Decimal("1499.99")
-            await at_day(l, status.expires_on, -29)
-            assert (await open_invoice(l, handle)).amount == Decimal("1499.99")
+        assert "less than 30 days" in str(early.value.cause)
+        with pytest.raises(WorkflowUpdateFailedError) as other:
+            await handle.execute_update(
+                SubscriptionWorkflow.announce_price,
+                PriceAnnouncement(
+                    product="vps", price=Decimal("1500.00"), effective_on=today + timedelta(days=40)
+                ),
+            )
+        assert "not affected" in str(other.value.cause)
+        result = await handle.execute_update(
+            SubscriptionWorkflow.announce_price,
+            PriceAnnouncement(
+                product="hosting", price=Decimal("1499.99"), effective_on=today + timedelta(days=30)
+            ),
+        )
+        assert f"from {d + timedelta(days=1)}" in result.message
+        assert "price_change" in l.mails()
+        await at_day(l, d, -29)
+        renewal = await open_invoice(l, handle)
+        assert renewal.amount == Decimal("1499.99")
+        await pay(handle, renewal)
+        status = await l.status(handle)
+        assert status.price == Decimal("1499.99")
+        await at_day(l, status.expires_on, -29)
+        assert (await open_invoice(l, handle)).amount == Decimal("1499.99")
 
 
 async def test_a_prepaid_period_keeps_its_price(env: WorkflowEnvironment) -> None:
     """Effective inside the next period: that period is still billed at the old price."""
-    async with lab(env) as l:
-        async with service(
+    async with (
+        lab(env) as l,
+        service(
             l, profile="hostico", product="vps", period="P1M", price=Decimal("300.00"), expires_in_days=35
-        ) as handle:
-            d = (await l.status(handle)).expires_on
-            result = await handle.execute_update(
-                SubscriptionWorkflow.announce_price,
-                PriceAnnouncement(product="vps", price=Decimal("3600.00"), effective_on=d + timedelta(days=10)),
-            )
-            assert "330.00" in result.message  # 3600 / 12 + 10 % monthly surcharge
-            await at_day(l, d, -29)
-            first = await settled_invoice(l, handle)
-            assert first.amount == Decimal("300.00")
-            await pay(handle, first)
-            d2 = (await l.status(handle)).expires_on
-            await at_day(l, d2, -29)
-            second = await open_invoice(l, handle)
-            assert second.amount == Decimal("330.00")
-            journal = await l.journal(handle)
-            assert entries(journal, "price_announced")[0].data["applies_from"] == (d2 + timedelta(days=1)).isoformat()
+        ) as handle,
+    ):
+        d = (await l.status(handle)).expires_on
+        result = await handle.execute_update(
+            SubscriptionWorkflow.announce_price,
+            PriceAnnouncement(product="vps", price=Decimal("3600.00"), effective_on=d + timedelta(days=10)),
+        )
+        assert "330.00" in result.message  # 3600 / 12 + 10 % monthly surcharge
+        await at_day(l, d, -29)
+        first = await settled_invoice(l, handle)
+        assert first.amount == Decimal("300.00")
+        await pay(handle, first)
+        d2 = (await l.status(handle)).expires_on
+        await at_day(l, d2, -29)
+        second = await open_invoice(l, handle)
+        assert second.amount == Decimal("330.00")
+        journal = await l.journal(handle)
+        assert (
+            entries(journal, "price_announced")[0].data["applies_from"]
+            == (d2 + timedelta(days=1)).isoformat()
+        )
 
 
 # ---------------------------------------------------------------------------- usage notices
@@ -291,61 +317,71 @@ LOW_DISK = {"disk_bytes": 100 * 2**30, "free_disk_bytes": 2**30 - 1}
 
 
 async def test_ignored_usage_notices_suspend_a_managed_vps(env: WorkflowEnvironment) -> None:
-    async with lab(env) as l:
-        async with service(l, profile="hostico", product="vps", price=Decimal("3600.00"), expires_in_days=200) as handle:
+    async with (
+        lab(env) as l,
+        service(l, profile="hostico", product="vps", price=Decimal("3600.00"), expires_in_days=200) as handle,
+    ):
 
-            async def warnings() -> int:
-                return l.mails().count("usage_warning")
+        async def warnings() -> int:
+            return l.mails().count("usage_warning")
 
-            await report(handle, await l.now(), disk_bytes=100 * 2**30, free_disk_bytes=2 * 2**30)
-            await report(handle, await l.now() + timedelta(seconds=1), **LOW_DISK)
-            assert await eventually(warnings, lambda n: n == 1) == 1
-            await l.env.sleep(timedelta(hours=1))
-            await report(handle, await l.now(), **LOW_DISK)  # within the re-notify interval: wait
-            for notice in (2, 3):
-                await l.env.sleep(timedelta(hours=24))
-                await report(handle, await l.now(), **LOW_DISK)
-                assert await eventually(warnings, lambda n, k=notice: n == k) == notice
+        await report(handle, await l.now(), disk_bytes=100 * 2**30, free_disk_bytes=2 * 2**30)
+        await report(handle, await l.now() + timedelta(seconds=1), **LOW_DISK)
+        assert await eventually(warnings, lambda n: n == 1) == 1
+        await l.env.sleep(timedelta(hours=1))
+        await report(handle, await l.now(), **LOW_DISK)  # within the re-notify interval: wait
+        for notice in (2, 3):
             await l.env.sleep(timedelta(hours=24))
             await report(handle, await l.now(), **LOW_DISK)
-            status = await eventually(lambda: l.status(handle), lambda s: s.state is ServiceState.SUSPENDED)
-            assert status.state is ServiceState.SUSPENDED
-            assert status.suspension is not None and status.suspension.reason == "usage: disk_low"
-            mails = await eventually(lambda: asyncio.sleep(0, l.mails()), lambda m: m[-1] == "suspended")
-            assert mails[-1] == "suspended" and mails.count("usage_warning") == 3
-            assert any("off" in action for action, _ in l.hypervisor.calls), l.hypervisor.calls
-            result = await handle.execute_update(SubscriptionWorkflow.resolve_abuse, ResolveRequest())
-            assert result.message == "suspension lifted"
-            assert (await l.status(handle)).state is ServiceState.ACTIVE
+            assert await eventually(warnings, lambda n, k=notice: n == k) == notice
+        await l.env.sleep(timedelta(hours=24))
+        await report(handle, await l.now(), **LOW_DISK)
+        status = await eventually(lambda: l.status(handle), lambda s: s.state is ServiceState.SUSPENDED)
+        assert status.state is ServiceState.SUSPENDED
+        assert status.suspension is not None and status.suspension.reason == "usage: disk_low"
+        mails = await eventually(lambda: asyncio.sleep(0, l.mails()), lambda m: m[-1] == "suspended")
+        assert mails[-1] == "suspended" and mails.count("usage_warning") == 3
+        assert any("off" in action for action, _ in l.hypervisor.calls), l.hypervisor.calls
+        result = await handle.execute_update(SubscriptionWorkflow.resolve_abuse, ResolveRequest())
+        assert result.message == "suspension lifted"
+        assert (await l.status(handle)).state is ServiceState.ACTIVE
 
 
 async def test_a_clean_measurement_resets_the_count_and_cpu_counts_only_on_shared_vps(
     env: WorkflowEnvironment,
 ) -> None:
-    async with lab(env) as l:
-        async with service(l, profile="hostico", product="vps", price=Decimal("3600.00"), expires_in_days=200) as handle:
-            now = await l.now()
-            await report(handle, now, cpu_full_minutes=30)
-            await report(handle, now + timedelta(seconds=1), cpu_full_minutes=45, shared_resources=False)
-            await report(handle, now + timedelta(seconds=2), cpu_full_minutes=31)
-            offers = await eventually(lambda: handle.query(SubscriptionWorkflow.offers), lambda o: o.usage_notices == 1)
-            assert offers.usage_notices == 1 and [b.value for b in offers.usage_breaches] == ["cpu_saturated"]
-            await report(handle, now + timedelta(seconds=3), cpu_full_minutes=0)
-            offers = await eventually(lambda: handle.query(SubscriptionWorkflow.offers), lambda o: o.usage_notices == 0)
-            assert offers.usage_notices == 0
-            await report(handle, now + timedelta(seconds=4), cpu_full_minutes=31)
-            await report(handle, now, cpu_full_minutes=31)  # older than the last: ignored
-            journal = await eventually(
-                lambda: l.journal(handle), lambda j: len(entries(j, "usage_ignored")) == 1
-            )
-            assert len(entries(journal, "usage_resolved")) == 1
-            assert l.mails().count("usage_warning") == 2  # a fresh breach is notified again
+    async with (
+        lab(env) as l,
+        service(l, profile="hostico", product="vps", price=Decimal("3600.00"), expires_in_days=200) as handle,
+    ):
+        now = await l.now()
+        await report(handle, now, cpu_full_minutes=30)
+        await report(handle, now + timedelta(seconds=1), cpu_full_minutes=45, shared_resources=False)
+        await report(handle, now + timedelta(seconds=2), cpu_full_minutes=31)
+        offers = await eventually(
+            lambda: handle.query(SubscriptionWorkflow.offers), lambda o: o.usage_notices == 1
+        )
+        assert offers.usage_notices == 1 and [b.value for b in offers.usage_breaches] == ["cpu_saturated"]
+        await report(handle, now + timedelta(seconds=3), cpu_full_minutes=0)
+        offers = await eventually(
+            lambda: handle.query(SubscriptionWorkflow.offers), lambda o: o.usage_notices == 0
+        )
+        assert offers.usage_notices == 0
+        await report(handle, now + timedelta(seconds=4), cpu_full_minutes=31)
+        await report(handle, now, cpu_full_minutes=31)  # older than the last: ignored
+        journal = await eventually(lambda: l.journal(handle), lambda j: len(entries(j, "usage_ignored")) == 1)
+        assert len(entries(journal, "usage_resolved")) == 1
+        assert l.mails().count("usage_warning") == 2  # a fresh breach is notified again
 
 
-async def test_usage_reports_are_ignored_where_the_profile_has_no_usage_rules(env: WorkflowEnvironment) -> None:
-    async with lab(env) as l:
-        async with service(l, product="vps", price=Decimal("3600.00"), expires_in_days=200) as handle:
-            await report(handle, await l.now(), **LOW_DISK)
-            journal = await eventually(lambda: l.journal(handle), lambda j: bool(entries(j, "usage_ignored")))
-            assert "no usage rules" in entries(journal, "usage_ignored")[0].data["reason"]
-            assert "usage_warning" not in l.mails()
+async def test_usage_reports_are_ignored_where_the_profile_has_no_usage_rules(
+    env: WorkflowEnvironment,
+) -> None:
+    async with (
+        lab(env) as l,
+        service(l, product="vps", price=Decimal("3600.00"), expires_in_days=200) as handle,
+    ):
+        await report(handle, await l.now(), **LOW_DISK)
+        journal = await eventually(lambda: l.journal(handle), lambda j: bool(entries(j, "usage_ignored")))
+        assert "no usage rules" in entries(journal, "usage_ignored")[0].data["reason"]
+        assert "usage_warning" not in l.mails()
