@@ -15,15 +15,17 @@ affected" and is counted, not treated as an error.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
 from rich.table import Table
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from policy.clock import Clock
 from starter.cli_common import (
@@ -52,6 +54,8 @@ from workflows.offers_models import (
     coupon_workflow_id,
     normalize_coupon_code,
 )
+
+T = TypeVar("T")
 
 coupon_app = typer.Typer(help="Create, inspect, apply and withdraw discount coupons.", no_args_is_help=True)
 price_app = typer.Typer(help="Announce new prices for existing services.", no_args_is_help=True)
@@ -82,6 +86,18 @@ def _coupon_handle(client: Any, code: str) -> Any:
     from workflows.coupon import CouponWorkflow
 
     return client.get_workflow_handle_for(CouponWorkflow.run, coupon_workflow_id(code))
+
+
+async def _known(code: str, call: Awaitable[T]) -> T:
+    """A coupon nobody created is one plain line, not the server's "workflow not found"."""
+    try:
+        return await call
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND and "not found" in exc.message:
+            raise CliError(f"unknown coupon {code}") from None
+        if exc.status == RPCStatusCode.NOT_FOUND and "completed" in exc.message:
+            raise CliError(f"coupon {code} is withdrawn: nothing can change it now") from None
+        raise
 
 
 def _print_coupon(status: CouponStatus, as_json: bool) -> None:
@@ -192,8 +208,9 @@ def coupon_show(code: str, as_json: JsonFlag = False) -> None:
 
     async def go() -> CouponStatus:
         client = await connect()
-        status: CouponStatus = await _coupon_handle(client, normalized).query(
-            CouponWorkflow.details, rpc_timeout=rpc_timeout()
+        status: CouponStatus = await _known(
+            normalized,
+            _coupon_handle(client, normalized).query(CouponWorkflow.details, rpc_timeout=rpc_timeout()),
         )
         return status
 
@@ -253,8 +270,11 @@ def coupon_retire(
 
     async def go() -> CouponStatus:
         client = await connect()
-        status: CouponStatus = await _coupon_handle(client, normalized).execute_update(
-            CouponWorkflow.retire, RetireCoupon(reason=reason), rpc_timeout=rpc_timeout()
+        status: CouponStatus = await _known(
+            normalized,
+            _coupon_handle(client, normalized).execute_update(
+                CouponWorkflow.retire, RetireCoupon(reason=reason), rpc_timeout=rpc_timeout()
+            ),
         )
         return status
 

@@ -199,7 +199,7 @@ class OffersMixin:
                 self._record("coupon", {"action": "refused", "code": request.code, "rule": rule}, at)
                 self._refresh()
                 raise ApplicationError(
-                    f"refused by rule {rule}: {decision.reason}",
+                    f"{decision.reason} (rule {rule})",
                     rule,
                     type="CouponRefused",
                     non_retryable=True,
