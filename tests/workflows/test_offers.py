@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
 
 from policy.commerce import Coupon, CouponKind
 from starter.services import CouponNotApplied, start_service
@@ -69,6 +70,14 @@ async def settled_invoice(l: Lab, handle: Any) -> Any:
     status = await eventually(lambda: l.status(handle), lambda s: s.open_invoice is not None)
     assert status.open_invoice is not None, status.details
     return status.open_invoice
+
+
+async def replays(l: Lab, handle: Any) -> None:
+    """The run's history (coupon, price change, usage messages and all) replays on this code."""
+    history = await handle.fetch_history()
+    await Replayer(workflows=[SubscriptionWorkflow], data_converter=l.env.client.data_converter).replay_workflow(
+        history
+    )
 
 
 async def refusal(handle: Any, code: str) -> str:
@@ -139,6 +148,7 @@ async def test_coupon_apply_reissues_the_open_first_invoice(env: WorkflowEnviron
             # Paid: a coupon now would be retroactive.
             await pay(handle, status.open_invoice)
             assert "not_retroactive" in await refusal(handle, await weekly(l))
+            await replays(l, handle)
 
 
 @pytest.mark.parametrize(
@@ -268,6 +278,7 @@ async def test_a_new_price_applies_from_the_next_renewal_after_notice(env: Workf
         await at_day(l, d, -29)
         renewal = await open_invoice(l, handle)
         assert renewal.amount == Decimal("1499.99")
+        await replays(l, handle)
         await pay(handle, renewal)
         status = await l.status(handle)
         assert status.price == Decimal("1499.99")
@@ -345,6 +356,7 @@ async def test_ignored_usage_notices_suspend_a_managed_vps(env: WorkflowEnvironm
         result = await handle.execute_update(SubscriptionWorkflow.resolve_abuse, ResolveRequest())
         assert result.message == "suspension lifted"
         assert (await l.status(handle)).state is ServiceState.ACTIVE
+        await replays(l, handle)
 
 
 async def test_a_clean_measurement_resets_the_count_and_cpu_counts_only_on_shared_vps(
