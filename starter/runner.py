@@ -33,7 +33,7 @@ from starter.ingress import IngressSettings, serve
 from starter.logging import configure_logging
 from starter.mailcatcher import MailCatcher
 from starter.payment_router import TemporalPaymentRouter
-from starter.services import start_service
+from starter.services import start_service, usage_sink
 from starter.temporal_setup import (
     dev_server_search_attribute_args,
     installed_binary,
@@ -67,7 +67,15 @@ def local_ingress_settings(settings: Settings, port: int) -> IngressSettings:
         path.write_text(json.dumps(secrets_, indent=2), encoding="utf-8")
         path.chmod(0o600)
     stored = json.loads(path.read_text(encoding="utf-8"))
-    return IngressSettings(webhook_secret=stored["webhook_secret"], api_key=stored["api_key"], port=port)
+    if "monitoring_api_key" not in stored:  # made before usage reports existed
+        stored["monitoring_api_key"] = secrets.token_urlsafe(32)
+        path.write_text(json.dumps(stored, indent=2), encoding="utf-8")
+    return IngressSettings(
+        webhook_secret=stored["webhook_secret"],
+        api_key=stored["api_key"],
+        monitoring_api_key=stored["monitoring_api_key"],
+        port=port,
+    )
 
 
 @contextlib.asynccontextmanager
@@ -165,7 +173,7 @@ async def run_stack(
                 for worker in workers:
                     await stack.enter_async_context(worker)
                 router = TemporalPaymentRouter(env.client, adapters.billing)
-                ingress = asyncio.create_task(serve(router, ingress_settings))
+                ingress = asyncio.create_task(serve(router, ingress_settings, usage_sink(env.client)))
                 stack.callback(ingress.cancel)
                 await keep_registrar_alive(adapters, stack)
                 if demo:

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import cache
 from typing import Any
 
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.service import RPCError, RPCStatusCode
 
 from policy.catalog import Catalog, ProductKind, default_catalog, load_catalog
 from policy.clock import Clock
 from workflows import TASK_QUEUE, service_workflow_id
 from workflows import search_attributes as sa
 from workflows.models import CommandResult, ServiceSpec, SubscriptionInput
-from workflows.offers_models import ApplyCoupon
+from workflows.offers_models import ApplyCoupon, UsageDelivery, UsageReport
 from workflows.subscription import SubscriptionWorkflow
 from workflows.vps_backups import VpsBackupsWorkflow
 from workflows.vps_models import VpsBackupsConfig, VpsBackupsInput, vps_backups_workflow_id
@@ -28,6 +29,22 @@ class CouponNotApplied(Exception):
         super().__init__(f"service {service_id} started at the full price; {reason}")
         self.service_id = service_id
         self.reason = reason
+
+
+def usage_sink(client: Client) -> Callable[[str, UsageReport], Awaitable[UsageDelivery]]:
+    """Deliver monitoring's measurements to services as the `usage_report` signal (the ingress's sink)."""
+
+    async def deliver(service_id: str, report: UsageReport) -> UsageDelivery:
+        handle = client.get_workflow_handle_for(SubscriptionWorkflow.run, service_workflow_id(service_id))
+        try:
+            await handle.signal(SubscriptionWorkflow.usage_report, report)
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return "ended" if "completed" in exc.message else "unknown service"
+            raise
+        return "delivered"
+
+    return deliver
 
 
 @cache

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -122,6 +123,10 @@ class PriceAnnouncement(BaseModel):
     effective_on: date
     reference: str = Field(default="", max_length=200)
     """Ops' name for the change (e.g. "2027 price list"), for the audit trail."""
+
+
+UsageDelivery = Literal["delivered", "unknown service", "ended"]
+"""What became of one measurement sent to a service: it got it, there is no such service, or it ended."""
 
 
 class UsageReport(BaseModel):

@@ -7,8 +7,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from starter.services import usage_sink
 from tests.starter.conftest import DevStack
 from tests.starter.test_cli import as_json, error_line, hostlife, ok
+from workflows.offers_models import UsageReport
 from workflows.subscription import SubscriptionWorkflow
 
 
@@ -189,6 +191,13 @@ def test_usage_report_notifies_and_refuses_bad_input(dev_stack: DevStack) -> Non
         time.sleep(0.2)
     offers = dev_stack.run(dev_stack.handle(vps).query(SubscriptionWorkflow.offers))
     assert offers.usage_notices == 1 and [b.value for b in offers.usage_breaches] == ["disk_low"]
+    # The ingress's sink delivers the same signal; a service nobody started is answered as such.
+    sink = usage_sink(dev_stack.client)
+    clean = UsageReport(
+        measured_at=datetime.now(UTC), managed=True, shared_resources=True, cpu_full_minutes=0
+    )
+    assert dev_stack.run(sink(vps, clean)) == "delivered"
+    assert dev_stack.run(sink("never-started", clean)) == "unknown service"
     assert "give --disk and --free-disk together" in error_line(
         hostlife(dev_stack, "usage", "report", vps, "--disk", "100"), 2
     )
