@@ -12,6 +12,8 @@
 | `name`, `profile`, `node` | domain name or label, policy profile, hypervisor node |
 | `subservers` | list (JSON) or `;`-separated (CSV) |
 | `auto_renew` | true/false |
+| `plan` | the product's plan, for `price announce --plan` |
+| `new_order`, `new_customer` | true/false: a new order's first invoice is for the first period (coupons) |
 
 Every row is checked before anything starts, so a bad file starts nothing. A service that is
 already running is skipped and counted, so a file can be fed again after a partial failure.

@@ -270,12 +270,10 @@ class OffersMixin:
                 message=f"{message}; its invoice will be {self._renewal_amount()} {currency}"
             )
         await self._cancel_invoice(open_renewal, f"coupon {code} applied", at)
+        # The amount the coupon's own workflow computed on this very invoice, not a recomputation.
+        amount = decision.price_after if decision.price_after is not None else self._renewal_amount()
         new = await self._issue_invoice(
-            InvoicePurpose.RENEWAL,
-            self._renewal_amount(),
-            open_renewal.due_on,
-            at,
-            period=open_renewal.period,
+            InvoicePurpose.RENEWAL, amount, open_renewal.due_on, at, period=open_renewal.period
         )
         return CommandResult(
             message=f"{message}; invoice VS {open_renewal.variable_symbol} cancelled, re-issued as VS "
