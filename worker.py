@@ -47,6 +47,7 @@ from activities.exchange_rates import (
 )
 from activities.hypervisor import Hypervisor, HypervisorActivities, RecordingHypervisor, node_task_queue
 from activities.mailer import MailActivities, Mailer, RecordingMailer, SmtpMailer
+from activities.offers import OfferActivities, resolve_commerce_rules
 from activities.platform import HostingPlatform, PlatformActivities, RecordingPlatform
 from activities.registrar import (
     EppRegistrar,
@@ -70,6 +71,7 @@ from starter.logging import configure_logging
 from starter.services import configured_catalog
 from starter.temporal_connection import connect_options_from_env
 from starter.temporal_setup import register_search_attributes
+from workflows.coupon import CouponWorkflow
 from workflows.customer_account import CustomerAccountWorkflow
 from workflows.iso_images import IsoImageWorkflow
 from workflows.subscription import SubscriptionWorkflow
@@ -82,6 +84,7 @@ WORKFLOWS: Sequence[type] = (
     VpsBackupsWorkflow,
     VpsSupportActionWorkflow,
     IsoImageWorkflow,
+    CouponWorkflow,
 )
 
 
@@ -109,6 +112,7 @@ DEVELOPMENT_RATES: dict[str, ExchangeRates] = {
 
 def lifecycle_activities(adapters: Adapters, client: Client, task_queue: str) -> list[Any]:
     accounts = AccountActivities(client, task_queue=task_queue)
+    offers = OfferActivities(client)
     storage = VpsStorageActivities(billing=adapters.storage_billing)
     billing = BillingActivities(adapters.billing)
     mail = MailActivities.from_env(adapters.mailer)
@@ -134,6 +138,8 @@ def lifecycle_activities(adapters: Adapters, client: Client, task_queue: str) ->
         card.charge_stored_card,
         rates.rate_for_invoice,
         rates.convert_amount,
+        offers.redeem_coupon,
+        resolve_commerce_rules,
         storage.charge_iso_storage,
         storage.warn_iso_storage_unpaid,
     ]

@@ -64,6 +64,8 @@ class NoticeKind(StrEnum):
     INVOICE_CANCELLED = "invoice_cancelled"
     DEFERRAL_GRANTED = "deferral_granted"
     CARD_DECLINED = "card_declined"
+    PRICE_CHANGE = "price_change"
+    USAGE_WARNING = "usage_warning"
 
 
 class NoticeFacts(BaseModel):
@@ -90,6 +92,11 @@ class NoticeFacts(BaseModel):
     remedy: str | None = None
     respond_by: date | None = None
     effective_on: date | None = None
+    previous_amount: Money | None = None
+    """A price change: the price per period until `effective_on` (`amount` is the new one)."""
+    period: str | None = None
+    notice_number: int | None = None
+    notices_before_suspension: int | None = None
 
 
 REQUIRED_FACTS: dict[NoticeKind, frozenset[str]] = {
@@ -114,6 +121,8 @@ REQUIRED_FACTS: dict[NoticeKind, frozenset[str]] = {
     NoticeKind.INVOICE_CANCELLED: frozenset({"variable_symbol"}),
     NoticeKind.DEFERRAL_GRANTED: frozenset({"due_on"}),
     NoticeKind.CARD_DECLINED: frozenset({"variable_symbol", "amount", "reason", "expires_on"}),
+    NoticeKind.PRICE_CHANGE: frozenset({"amount", "previous_amount", "effective_on", "period"}),
+    NoticeKind.USAGE_WARNING: frozenset({"reason", "notice_number", "notices_before_suspension"}),
 }
 """Facts each notice must carry; a notice without them fails at once rather than mail a blank."""
 

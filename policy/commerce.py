@@ -578,6 +578,8 @@ class CouponPurpose(StrEnum):
 
 
 class CouponRule(StrEnum):
+    UNKNOWN = "unknown_coupon"
+    """No coupon of that code was ever created (answered by the coupon store, not `check_coupon`)."""
     NOT_FOR_DOMAIN_RENEWALS = "not_for_domain_renewals"
     PRODUCT_KIND = "product_kind"
     NOT_FOR_UPGRADES = "not_for_upgrades"

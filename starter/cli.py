@@ -6,6 +6,7 @@
     hostlife pay|cancel|suspend|...       change one service through its updates (starter/cli_commands.py)
     hostlife held-payments list|resolve   what waits for the billing department (starter/cli_billing.py)
     hostlife renew-bulk|card set|remove   renewal from credit in bulk, the stored card (starter/cli_money.py)
+    hostlife coupon|price|usage           coupons, price changes, usage reports (starter/cli_offers.py)
     hostlife simulate SCENARIO.json       a scenario on the time-skipping server (shared/SIMULATOR.md)
 
 Every read command takes `--json`. Every error is one line on stderr with a non-zero exit
@@ -23,7 +24,7 @@ from typing import Annotated
 
 import typer
 
-from starter import cli_commands, cli_money, cli_reconcile
+from starter import cli_commands, cli_money, cli_offers, cli_reconcile
 from starter.cli_billing import held_app
 from starter.cli_common import OPTIONS, OneLineErrors, fail
 from starter.cli_services import service_app
@@ -40,6 +41,7 @@ app.add_typer(held_app, name="held-payments")
 cli_reconcile.register(app)
 cli_commands.register(app)
 cli_money.register(app)
+cli_offers.register(app)
 
 
 @app.callback()

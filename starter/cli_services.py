@@ -12,6 +12,8 @@
 | `name`, `profile`, `node` | domain name or label, policy profile, hypervisor node |
 | `subservers` | list (JSON) or `;`-separated (CSV) |
 | `auto_renew` | true/false |
+| `plan` | the product's plan, for `price announce --plan` |
+| `new_order`, `new_customer` | true/false: a new order's first invoice is for the first period (coupons) |
 
 Every row is checked before anything starts, so a bad file starts nothing. A service that is
 already running is skipped and counted, so a file can be fed again after a partial failure.
@@ -167,12 +169,29 @@ def service_start(
     profile: Annotated[str, typer.Option(help="policy profile")] = "default",
     language: Annotated[str, typer.Option(help="customer language (cs, en)")] = "cs",
     node: Annotated[str, typer.Option(help="hypervisor node of a VPS")] = "node-1",
+    plan: Annotated[str, typer.Option(help="the product's plan, for price changes of one plan")] = "",
+    new_order: Annotated[
+        bool,
+        typer.Option(help="a new order: the first invoice is for the first period (implied by --coupon)"),
+    ] = False,
+    new_customer: Annotated[
+        bool | None,
+        typer.Option(
+            "--new-customer/--existing-customer",
+            help="for coupons; default: new when hostlife knows no other service of the customer",
+        ),
+    ] = None,
+    coupon: Annotated[str | None, typer.Option(help="coupon code for the first period")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Hand one service (flags) or many (--file) to hostlife."""
     catalog = checked(_catalog)
     if file is not None:
-        given = [flag for flag, value in (("--id", service_id), ("--product", product)) if value]
+        given = [
+            flag
+            for flag, value in (("--id", service_id), ("--product", product), ("--coupon", coupon))
+            if value
+        ]
         if given:
             fail(f"--file cannot be combined with {', '.join(given)}", 2)
         specs = checked(lambda: read_services_file(file, catalog))
@@ -200,11 +219,30 @@ def service_start(
             "name": name,
             "profile": profile,
             "node": node,
+            "plan": plan,
+            "new_order": new_order or coupon is not None,
         }
+        if new_customer is not None:
+            row["new_customer"] = new_customer
         try:
             specs = [checked(lambda: spec_from_row(row, catalog))]
         except ValueError as exc:
             fail(f"service {service_id}: {exc}", 2)
+    if coupon is not None:
+        from workflows.offers_models import normalize_coupon_code
+
+        try:
+            coupon = normalize_coupon_code(coupon)
+        except ValueError as exc:
+            fail(str(exc), 2)
+        spec = specs[0]
+        detect = new_customer is None
+        result = run_async(lambda: _start_with_coupon(spec, catalog, str(coupon), detect))
+        if as_json:
+            print(json.dumps(result))
+        else:
+            console().print(f"started {result['workflow_id']}; {result['coupon']}")
+        return
     results = run_async(lambda: _start_all(specs, catalog, show_progress=file is not None and not as_json))
     if as_json:
         print(json.dumps(results, indent=2))
@@ -217,6 +255,39 @@ def service_start(
             f"started {started} of {len(results)} services"
             + (f"; already running: {', '.join(skipped)}" if skipped else "")
         )
+
+
+async def _start_with_coupon(
+    spec: ServiceSpec, catalog: Catalog, coupon: str, detect: bool
+) -> dict[str, str]:
+    """Start one new order with its coupon; a refused coupon leaves it started at the full price."""
+    from starter.services import CouponNotApplied, start_service
+
+    settings = Settings.from_env()
+    client = await connect()
+    if detect:
+        # A customer is new when hostlife knows no other service of theirs (running or ended).
+        query = f"WorkflowType = 'SubscriptionWorkflow' AND {sa.CUSTOMER_ID.name} = '{_keyword('--customer', spec.customer.id)}'"
+        count = await client.count_workflows(query, rpc_timeout=rpc_timeout())
+        spec = spec.model_copy(update={"new_customer": count.count == 0})
+    answers: list[str] = []
+    try:
+        handle = await start_service(
+            client,
+            spec,
+            catalog=catalog,
+            task_queue=settings.task_queue,
+            coupon=coupon,
+            on_coupon=lambda result: answers.append(result.message),
+        )
+    except CouponNotApplied as exc:
+        raise CliError(str(exc)) from None
+    return {
+        "service_id": spec.service_id,
+        "workflow_id": handle.id,
+        "result": "started",
+        "coupon": answers[0],
+    }
 
 
 async def _start_all(specs: list[ServiceSpec], catalog: Catalog, show_progress: bool) -> list[dict[str, str]]:

@@ -2,6 +2,8 @@
 
     POST /payments/card            card gateway webhook, JSON, HMAC-SHA256 signed
     POST /payments/bank-statement  CAMT.053 XML or GPC text statement, bearer API key
+    POST /usage-reports            monitoring's measurements of servers (SPEC §6), JSON, bearer
+                                   monitoring API key; 503 when no key or no sink is configured
     GET  /healthz                  liveness, no authentication
 
 The ingress authenticates, parses and validates; what a payment means is the `PaymentRouter`'s
@@ -29,7 +31,7 @@ import hmac
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
 from email import policy as email_policy
 from email.message import EmailMessage
@@ -64,6 +66,7 @@ from starter.bank_statements import (
     parse_statement,
 )
 from starter.payment_routing import PaymentRouter, RejectedLine, RoutingResult
+from workflows.offers_models import UsageDelivery, UsageReport
 
 log = structlog.get_logger(__name__)
 
@@ -83,6 +86,7 @@ class IngressSettings(BaseModel):
 
     webhook_secret: SecretStr = Field(min_length=16)  # shared with the card gateway
     api_key: SecretStr = Field(min_length=16)  # bearer key of the statement importer
+    monitoring_api_key: SecretStr | None = Field(default=None, min_length=16)  # bearer key of monitoring
     tolerance_seconds: int = Field(default=300, gt=0)  # older (or newer) webhooks are replays
     host: str = "127.0.0.1"
     port: int = Field(default=8400, ge=0, le=65535)
@@ -94,12 +98,13 @@ class IngressSettings(BaseModel):
         """Read the environment; a secret may come from `NAME_FILE` instead (container secrets).
 
         Variables: HOSTLIFE_INGRESS_WEBHOOK_SECRET[_FILE], HOSTLIFE_INGRESS_API_KEY[_FILE],
+        HOSTLIFE_INGRESS_MONITORING_API_KEY[_FILE],
         HOSTLIFE_INGRESS_TOLERANCE_SECONDS, HOSTLIFE_INGRESS_HOST, HOSTLIFE_INGRESS_PORT,
         HOSTLIFE_INGRESS_MAX_BODY_BYTES, HOSTLIFE_INGRESS_MAX_AMOUNT.
         """
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
-        for field in ("webhook_secret", "api_key"):
+        for field in ("webhook_secret", "api_key", "monitoring_api_key"):
             name = _ENV_PREFIX + field.upper()
             direct, from_file = env.get(name), env.get(name + "_FILE")
             if direct is not None and from_file is not None:
@@ -143,10 +148,35 @@ class CardPaymentNotice(BaseModel):
         return str(checked_amount(value, limit))
 
 
+class UsageReportLine(UsageReport):
+    """One measurement as monitoring posts it: the service and `UsageReport`'s fields."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    service_id: StrictStr = Field(min_length=1, max_length=200)
+    measured_at: AwareDatetime
+
+
+class UsageReportBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reports: list[UsageReportLine] = Field(min_length=1, max_length=1000)
+
+
+class UsageOutcome(BaseModel):
+    service_id: str
+    result: UsageDelivery
+
+
+UsageSink = Callable[[str, UsageReport], Awaitable[UsageDelivery]]
+"""Hands one measurement to its service (`starter.services.usage_sink` signals the workflow)."""
+
+
 class IngressAnswer(BaseModel):
     """Every answer of the ingress, success or not, so callers parse one shape."""
 
     results: list[RoutingResult] = []
+    usage: list[UsageOutcome] = []
     detail: str | None = None
     errors: list[dict[str, Any]] = []
     format: str | None = None  # "camt053" or "gpc" for statements
@@ -316,7 +346,11 @@ _REFUSALS: dict[int | str, dict[str, Any]] = {
 
 
 def create_app(
-    router: PaymentRouter, settings: IngressSettings, *, clock: Callable[[], float] = time.time
+    router: PaymentRouter,
+    settings: IngressSettings,
+    *,
+    clock: Callable[[], float] = time.time,
+    usage: UsageSink | None = None,
 ) -> FastAPI:
     """The ingress app; `clock` (unix seconds) is injectable so replay checks can be tested."""
     app = FastAPI(
@@ -426,12 +460,52 @@ def create_app(
         results = await _deliver(router, lines)
         return _answer(200, IngressAnswer(results=results, format=kind))
 
+    @app.post(
+        "/usage-reports",
+        response_model=IngressAnswer,
+        responses=_REFUSALS,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": UsageReportBatch.model_json_schema()}},
+            }
+        },
+    )
+    async def usage_reports(
+        request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
+    ) -> JSONResponse:
+        """Monitoring's measurements: each goes to its service, which notifies and, if ignored, suspends."""
+        if usage is None or settings.monitoring_api_key is None:
+            raise _Refusal(503, "usage reports are not configured (HOSTLIFE_INGRESS_MONITORING_API_KEY)")
+        _check_api_key(credentials, settings.monitoring_api_key)
+        body = await _read_body(request, settings.max_body_bytes)
+        try:
+            data = json.loads(body, parse_constant=_refuse_constant)
+        except (ValueError, RecursionError) as exc:
+            raise _Refusal(400, f"malformed JSON: {exc}") from None
+        try:
+            batch = UsageReportBatch.model_validate(data)
+        except ValidationError as exc:
+            raise _Refusal(422, "invalid usage report", errors=_validation_errors(exc)) from None
+        outcomes: list[UsageOutcome] = []
+        for line in batch.reports:
+            report = UsageReport.model_validate(line.model_dump(exclude={"service_id"}))
+            try:
+                result = await usage(line.service_id, report)
+            except Exception as exc:  # Temporal unreachable: the sender retries; signals are idempotent enough
+                log.warning("usage report not delivered", service_id=line.service_id, error=str(exc))
+                answer = IngressAnswer(usage=outcomes, detail=f"could not deliver to {line.service_id}: {exc}")
+                return _answer(503, answer)
+            outcomes.append(UsageOutcome(service_id=line.service_id, result=result))
+        log.info("usage reports received", reports=len(outcomes))
+        return _answer(200, IngressAnswer(usage=outcomes))
+
     return app
 
 
-async def serve(router: PaymentRouter, settings: IngressSettings) -> None:
+async def serve(router: PaymentRouter, settings: IngressSettings, usage: UsageSink | None = None) -> None:
     """Run the ingress with uvicorn on `settings.host:port` until cancelled."""
     config = uvicorn.Config(
-        create_app(router, settings), host=settings.host, port=settings.port, log_config=None
+        create_app(router, settings, usage=usage), host=settings.host, port=settings.port, log_config=None
     )
     await uvicorn.Server(config).serve()

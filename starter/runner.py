@@ -33,7 +33,7 @@ from starter.ingress import IngressSettings, serve
 from starter.logging import configure_logging
 from starter.mailcatcher import MailCatcher
 from starter.payment_router import TemporalPaymentRouter
-from starter.services import start_service
+from starter.services import start_service, usage_sink
 from starter.temporal_setup import (
     dev_server_search_attribute_args,
     installed_binary,
@@ -67,7 +67,15 @@ def local_ingress_settings(settings: Settings, port: int) -> IngressSettings:
         path.write_text(json.dumps(secrets_, indent=2), encoding="utf-8")
         path.chmod(0o600)
     stored = json.loads(path.read_text(encoding="utf-8"))
-    return IngressSettings(webhook_secret=stored["webhook_secret"], api_key=stored["api_key"], port=port)
+    if "monitoring_api_key" not in stored:  # made before usage reports existed
+        stored["monitoring_api_key"] = secrets.token_urlsafe(32)
+        path.write_text(json.dumps(stored, indent=2), encoding="utf-8")
+    return IngressSettings(
+        webhook_secret=stored["webhook_secret"],
+        api_key=stored["api_key"],
+        monitoring_api_key=stored["monitoring_api_key"],
+        port=port,
+    )
 
 
 @contextlib.asynccontextmanager
@@ -152,6 +160,9 @@ async def run_stack(
     if not smtp_from_env:
         os.environ["HOSTLIFE_SMTP_HOST"] = "127.0.0.1"
         os.environ["HOSTLIFE_SMTP_PORT"] = str(ports.smtp)
+    # The embedded default runs offline: fixed development rates unless ops ask for the central banks
+    # (HOSTLIFE_EXCHANGE_RATES=central-banks, or any value but "fixed").
+    os.environ.setdefault("HOSTLIFE_EXCHANGE_RATES", "fixed")
     async with dev_server(settings, ports) as env:
         adapters = production_adapters(settings)
         adapters.hypervisors["node-1"] = LibvirtHypervisor(demo_node_uri(settings.data_dir))
@@ -165,7 +176,7 @@ async def run_stack(
                 for worker in workers:
                     await stack.enter_async_context(worker)
                 router = TemporalPaymentRouter(env.client, adapters.billing)
-                ingress = asyncio.create_task(serve(router, ingress_settings))
+                ingress = asyncio.create_task(serve(router, ingress_settings, usage_sink(env.client)))
                 stack.callback(ingress.cancel)
                 await keep_registrar_alive(adapters, stack)
                 if demo:
@@ -186,6 +197,12 @@ async def run_stack(
                         f"caught on 127.0.0.1:{ports.smtp}, stored in {settings.data_dir}/mail/\n"
                         if not smtp_from_env
                         else f"sent to {os.environ['HOSTLIFE_SMTP_HOST']}\n"
+                    )
+                    + "  exchange rates    "
+                    + (
+                        "fixed development rates (HOSTLIFE_EXCHANGE_RATES=central-banks for ČNB/BNR)\n"
+                        if os.environ["HOSTLIFE_EXCHANGE_RATES"] == "fixed"
+                        else "ČNB and BNR over HTTP\n"
                     )
                     + f"  data              {settings.data_dir}/ (temporal.sqlite, billing.sqlite)\n"
                     "  Ctrl-C stops everything.\n",

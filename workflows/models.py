@@ -14,6 +14,7 @@ from policy.clock import Clock
 from policy.money import Money
 from policy.payments import InvoiceRecord, PaymentResult
 from workflows.money_models import InvoiceCurrency, StoredCard
+from workflows.offers_models import OffersState
 
 
 class ServiceState(StrEnum):
@@ -68,6 +69,13 @@ class ServiceSpec(BaseModel):
     """VPS/APS: automatic daily backups kept for 3 or 7 days (0: none)."""
     follows: str | None = None
     """DNS hosting: the service id of the domain it follows (SPEC §4)."""
+    plan: str = ""
+    """The product's plan (e.g. "vps-m"), for ops' price changes of one plan."""
+    new_order: bool = False
+    """The customer orders it now: the first invoice hostlife issues is for the first period bought
+    (coupons may apply to it). False: a service handed over mid-life, whose invoices are renewals."""
+    new_customer: bool = False
+    """The customer had no service with the provider before this order (coupons for new customers)."""
 
 
 class Suspension(BaseModel):
@@ -148,6 +156,8 @@ class SubscriptionState(BaseModel):
     """Invoices in another currency than the price; None: in the price currency."""
     prepaid_keys: list[str] = []
     """Debit keys of prepaid (bulk) renewals already applied, newest last."""
+    offers: OffersState | None = None
+    """Coupons, price changes and usage notices (SPEC §6; workflows/subscription_offers.py)."""
 
 
 class SubscriptionInput(BaseModel):

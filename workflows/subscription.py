@@ -95,6 +95,7 @@ with workflow.unsafe.imports_passed_through():
         UpcomingMilestone,
     )
     from workflows.money_in import MoneyInMixin
+    from workflows.subscription_offers import OffersMixin
     from workflows.vps_backups import VpsBackupsWorkflow
     from workflows.vps_models import VpsDeleted, vps_backups_workflow_id
 
@@ -170,7 +171,7 @@ def _require(request: object) -> None:
 
 
 @workflow.defn
-class SubscriptionWorkflow(MoneyInMixin):
+class SubscriptionWorkflow(MoneyInMixin, OffersMixin):
     @workflow.init
     def __init__(self, start: SubscriptionInput) -> None:
         self.new = start.state is None
@@ -608,6 +609,9 @@ class SubscriptionWorkflow(MoneyInMixin):
         return self.state.next_period or self.state.period
 
     def _renewal_amount(self) -> Decimal:
+        return self._offers_renewal_amount(self._list_renewal_amount())
+
+    def _list_renewal_amount(self) -> Decimal:
         state = self.state
         if state.parked and state.spec.parking_price is not None:
             return state.spec.parking_price
@@ -1043,6 +1047,7 @@ class SubscriptionWorkflow(MoneyInMixin):
             state.price = price_for_period(state.yearly_price, period, state.terms.monthly_surcharge_percent)
             state.period = period
         state.next_period = None
+        self._offers_renewing(period, at)
         if new_expiry is not None and workflow.patched("domain-expiry-from-registry"):
             state.expires_on = new_expiry  # the registry's word, e.g. 29 Feb renewed to 28 Feb
         elif workflow.patched("renewal-anchor-day"):

@@ -63,6 +63,10 @@ SAMPLE: dict[str, Any] = {
     "remedy": "Remove the mass-mailing script and confirm it to abuse@hostlife.invalid.",
     "respond_by": date(2025, 5, 20),
     "effective_on": date(2025, 6, 30),
+    "previous_amount": "1100.00",
+    "period": "P1Y",
+    "notice_number": 2,
+    "notices_before_suspension": 3,
 }
 """A value for every optional fact, so a template can be rendered with any subset of them."""
 
