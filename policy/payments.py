@@ -72,8 +72,15 @@ def decide_payment(
     *,
     service_gone: bool,
     already_seen: PaymentResult | None = None,
+    currency: str | None = None,
+    price_currency: str = "CZK",
 ) -> PaymentDecision:
-    """Decide one payment. `service_gone`: deleted, closed or released (restore invoices aside)."""
+    """Decide one payment. `service_gone`: deleted, closed or released (restore invoices aside).
+
+    `currency`: the payment's, when known; a payment in another currency than its invoice is held
+    (1200 CZK sent for a 1200 RON invoice is not the same money). `price_currency`: the currency of
+    an invoice that records none.
+    """
     if already_seen is not None:
         return PaymentDecision(result=PaymentResult.DUPLICATE, reason=f"payment already {already_seen.value}")
     invoice = next((i for i in reversed(invoices) if i.variable_symbol == variable_symbol), None)
@@ -104,6 +111,13 @@ def decide_payment(
         return PaymentDecision(
             result=PaymentResult.HELD,
             reason=f"stale variable symbol {variable_symbol}: invoice already paid",
+            invoice=invoice,
+        )
+    invoice_currency = invoice.currency or price_currency
+    if currency is not None and currency != invoice_currency:
+        return PaymentDecision(
+            result=PaymentResult.HELD,
+            reason=f"payment in {currency} for an invoice in {invoice_currency}",
             invoice=invoice,
         )
     if amount != invoice.amount:

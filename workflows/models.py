@@ -187,6 +187,8 @@ class PaymentRequest(BaseModel):
     variable_symbol: str
     amount: Money
     received_at: datetime | None = None
+    currency: str | None = None
+    """None: the currency of the invoice it pays (the caller states the amount in it)."""
 
 
 class BillingDetailsChanged(BaseModel):

@@ -885,7 +885,13 @@ class SubscriptionWorkflow(MoneyInMixin, OffersMixin):
             amount=request.amount,
             received_at=request.received_at or workflow.now(),
         )
+        payment.currency = request.currency or self._invoice_currency_of(payment.variable_symbol)
         return await self._take_payment(payment)
+
+    def _invoice_currency_of(self, variable_symbol: str) -> str:
+        """The currency of the invoice with this VS (the price currency when none matches)."""
+        invoice = next((i for i in self.state.invoices if i.variable_symbol == variable_symbol), None)
+        return (invoice.currency if invoice else None) or self.state.terms.currency
 
     @submit_payment.validator
     def _validate_payment(self, request: PaymentRequest) -> None:
@@ -910,6 +916,8 @@ class SubscriptionWorkflow(MoneyInMixin, OffersMixin):
             state.invoices,
             service_gone=state.billing_state in GONE,
             already_seen=state.payments.get(payment.payment_id),
+            currency=payment.currency if workflow.patched("payment-currency-check") else None,
+            price_currency=state.terms.currency,
         )
         outcome = PaymentOutcome(
             payment_id=payment.payment_id,

@@ -421,3 +421,30 @@ def test_every_payment_has_exactly_one_defined_outcome(
             and latest.status is InvoiceState.OPEN
             and latest.amount == Decimal(f"{amount}00.00")
         )
+
+
+def test_a_payment_in_another_currency_than_its_invoice_is_held() -> None:
+    invoice = InvoiceRecord(
+        variable_symbol="2027000001",
+        amount=Decimal("242.23"),
+        issued_on=date(2027, 1, 1),
+        due_on=date(2027, 1, 31),
+        period="1y",
+        purpose=InvoicePurpose.RENEWAL,
+        currency="RON",
+    )
+    wrong = decide_payment("2027000001", Decimal("242.23"), [invoice], service_gone=False, currency="CZK")
+    assert (wrong.result, wrong.reason) == (PaymentResult.HELD, "payment in CZK for an invoice in RON")
+    right = decide_payment("2027000001", Decimal("242.23"), [invoice], service_gone=False, currency="RON")
+    assert right.result is PaymentResult.APPLIED
+    # An invoice without a currency is in the price currency; an unstated payment currency is not checked.
+    plain = invoice.model_copy(update={"currency": None})
+    czk = decide_payment("2027000001", Decimal("242.23"), [plain], service_gone=False, currency="CZK")
+    assert czk.result is PaymentResult.APPLIED
+    eur = decide_payment(
+        "2027000001", Decimal("242.23"), [plain], service_gone=False, currency="EUR", price_currency="CZK"
+    )
+    assert eur.result is PaymentResult.HELD
+    assert decide_payment("2027000001", Decimal("242.23"), [invoice], service_gone=False).result is (
+        PaymentResult.APPLIED
+    )

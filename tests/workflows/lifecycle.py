@@ -85,6 +85,7 @@ async def pay(
     variable_symbol: str | None = None,
     amount: Decimal | None = None,
     payment_id: str | None = None,
+    currency: str | None = None,
 ) -> PaymentOutcome:
     """A bank payment through the update, exact VS and amount of `invoice` unless overridden."""
     vs = variable_symbol if variable_symbol is not None else invoice.variable_symbol if invoice else None
@@ -92,7 +93,9 @@ async def pay(
     assert vs is not None and value is not None
     return await handle.execute_update(
         SubscriptionWorkflow.submit_payment,
-        PaymentRequest(payment_id=payment_id or unique("pay"), variable_symbol=vs, amount=value),
+        PaymentRequest(
+            payment_id=payment_id or unique("pay"), variable_symbol=vs, amount=value, currency=currency
+        ),
     )
 
 

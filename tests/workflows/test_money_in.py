@@ -225,6 +225,23 @@ async def test_hostico_invoices_are_in_ron_at_the_bnr_rate_plus_two_percent(env:
             assert "242,23\xa0RON" in text, text  # Czech format, in the invoice's currency
             # The CZK price is not the amount: only the exact RON amount renews.
             assert (await pay(handle, invoice, amount=Decimal("1200.00"))).result == "held"
+            # The exact number in the wrong currency is not the money either (a CZK transfer).
+            wrong = await pay(handle, invoice, currency="CZK")
+            assert (wrong.result, wrong.reason) == ("held", "payment in CZK for an invoice in RON")
+            assert (await pay(handle, invoice, currency="RON", payment_id="ron-1")).result == "applied"
+            assert (await l.status(handle)).expires_on == d.replace(year=d.year + 1)
+
+
+async def test_a_ron_invoice_paid_without_a_stated_currency_is_paid_in_ron(env: WorkflowEnvironment) -> None:
+    with central_banks() as base:
+        async with (
+            httpx.AsyncClient(timeout=10) as http,
+            lab(env, exchange_rates=sources(http, base)) as l,
+            service(l, profile="hostico", price=Decimal("1200.00")) as handle,
+        ):
+            d = (await l.status(handle)).expires_on
+            await at_day(l, d, -30)
+            invoice = await open_invoice(l, handle)
             assert (await pay(handle, invoice)).result == "applied"
             assert (await l.status(handle)).expires_on == d.replace(year=d.year + 1)
 
