@@ -63,6 +63,11 @@ class NoticeKind(StrEnum):
     CANCELLED = "cancelled"
     INVOICE_CANCELLED = "invoice_cancelled"
     DEFERRAL_GRANTED = "deferral_granted"
+    PLAN_CHANGED = "plan_changed"
+    UPGRADE_VOIDED = "upgrade_voided"
+    REFUND_GRANTED = "refund_granted"
+    PROVIDER_DELETION_NOTICE = "provider_deletion_notice"
+    PROVIDER_DELETION_CANCELLED = "provider_deletion_cancelled"
 
 
 class NoticeFacts(BaseModel):
@@ -89,6 +94,8 @@ class NoticeFacts(BaseModel):
     remedy: str | None = None
     respond_by: date | None = None
     effective_on: date | None = None
+    plan: str | None = None
+    """The plan a change switched to (or would have)."""
 
 
 REQUIRED_FACTS: dict[NoticeKind, frozenset[str]] = {
@@ -112,6 +119,11 @@ REQUIRED_FACTS: dict[NoticeKind, frozenset[str]] = {
     NoticeKind.CANCELLED: frozenset(),
     NoticeKind.INVOICE_CANCELLED: frozenset({"variable_symbol"}),
     NoticeKind.DEFERRAL_GRANTED: frozenset({"due_on"}),
+    NoticeKind.PLAN_CHANGED: frozenset({"plan", "effective_on"}),
+    NoticeKind.UPGRADE_VOIDED: frozenset({"plan", "variable_symbol"}),
+    NoticeKind.REFUND_GRANTED: frozenset({"amount", "due_on"}),
+    NoticeKind.PROVIDER_DELETION_NOTICE: frozenset({"deletion_on", "reason"}),
+    NoticeKind.PROVIDER_DELETION_CANCELLED: frozenset(),
 }
 """Facts each notice must carry; a notice without them fails at once rather than mail a blank."""
 

@@ -13,6 +13,7 @@ from policy.catalog import Terms, TldRules
 from policy.clock import Clock
 from policy.money import Money
 from policy.payments import InvoiceRecord, PaymentResult
+from workflows.commerce_models import ServiceChanges
 
 
 class ServiceState(StrEnum):
@@ -67,6 +68,8 @@ class ServiceSpec(BaseModel):
     """VPS/APS: automatic daily backups kept for 3 or 7 days (0: none)."""
     follows: str | None = None
     """DNS hosting: the service id of the domain it follows (SPEC §4)."""
+    plan: str | None = None
+    """The plan tier the service runs on (policy/plans.toml); None: the product has no tiers."""
 
 
 class Suspension(BaseModel):
@@ -139,6 +142,8 @@ class SubscriptionState(BaseModel):
     credit_missing: Money | None = None
     """What the credit lacked at the last automatic-renewal attempt of this cycle."""
     last_error: str | None = None
+    changes: ServiceChanges = ServiceChanges()
+    """Plan changes, refund on request, provider deletion (workflows/subscription_commerce.py)."""
 
 
 class SubscriptionInput(BaseModel):

@@ -63,6 +63,7 @@ SAMPLE: dict[str, Any] = {
     "remedy": "Remove the mass-mailing script and confirm it to abuse@hostlife.invalid.",
     "respond_by": date(2025, 5, 20),
     "effective_on": date(2025, 6, 30),
+    "plan": "vps-l",
 }
 """A value for every optional fact, so a template can be rendered with any subset of them."""
 
