@@ -471,15 +471,27 @@ class CommerceMixin:
         )
 
     async def _watch_upgrade(self, number: int) -> None:
-        """The durable void timer of one upgrade invoice: unpaid on the void day, it is cancelled."""
-        changes = self.state.changes
+        """The durable void timer of one upgrade invoice: unpaid on the void day, it is cancelled.
+
+        A renewal paid meanwhile voids it at once: its price covered the period that has just ended,
+        and the renewed period was paid at the old plan's price, so the customer asks again.
+        """
+        state = self.state
+        changes = state.changes
 
         def settled() -> bool:
             pending = changes.pending_upgrade
             return pending is None or pending.request_number != number
 
+        def renewed() -> bool:
+            pending = changes.pending_upgrade
+            return pending is not None and pending.quote.expires_on != state.expires_on
+
         pending = changes.pending_upgrade
-        if pending is None or not await self._wait_until_day(pending.void_on, settled):
+        if pending is None:
+            return
+        await self._wait_until_day(pending.void_on, lambda: settled() or renewed())
+        if settled():
             return
         self._commerce_mark(1)
         try:
@@ -488,14 +500,20 @@ class CommerceMixin:
                 if pending is None or pending.request_number != number:
                     return
                 at = workflow.now()
+                reason = (
+                    "the service renewed before the upgrade was paid"
+                    if pending.quote.expires_on != state.expires_on
+                    else "upgrade not paid in time"
+                )
                 changes.pending_upgrade = None
                 invoice = self._open_invoice(InvoicePurpose.UPGRADE)
                 if invoice is not None:
-                    await self._cancel_invoice(invoice, "upgrade not paid in time", at)
+                    await self._cancel_invoice(invoice, reason, at)
                 self._record(
                     "plan_change",
                     {
                         "action": "voided",
+                        "reason": reason,
                         "to": pending.plan.name,
                         "vs": invoice.variable_symbol if invoice else None,
                     },
@@ -575,6 +593,8 @@ class CommerceMixin:
         if request is None:
             raise ValueError("the request is missing (got null)")
         self._refuse_if_gone()
+        if self._today() > self.state.expires_on:
+            raise ValueError(f"no refund: the prepaid period ended on {self.state.expires_on}")
         quote = self._refund_quote(request)
         if not quote.granted and not request.dry_run:
             raise ValueError(f"no refund: {quote.reason}")
