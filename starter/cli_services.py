@@ -167,6 +167,7 @@ def service_start(
     profile: Annotated[str, typer.Option(help="policy profile")] = "default",
     language: Annotated[str, typer.Option(help="customer language (cs, en)")] = "cs",
     node: Annotated[str, typer.Option(help="hypervisor node of a VPS")] = "node-1",
+    plan: Annotated[str | None, typer.Option(help="plan tier, e.g. vps-m (policy/plans.toml)")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Hand one service (flags) or many (--file) to hostlife."""
@@ -200,6 +201,7 @@ def service_start(
             "name": name,
             "profile": profile,
             "node": node,
+            "plan": plan,
         }
         try:
             specs = [checked(lambda: spec_from_row(row, catalog))]
