@@ -146,7 +146,11 @@ class CommerceMixin:
                 fee=pending.quote.fee,
             )
             return
-        self._record("plan_change", {"action": "fee_paid", "vs": invoice.variable_symbol}, at)
+        self._record(
+            "plan_change",
+            {"action": "paid", "purpose": invoice.purpose.value, "vs": invoice.variable_symbol},
+            at,
+        )
 
     # ---------------------------------------------------------------- helpers
 
@@ -285,7 +289,7 @@ class CommerceMixin:
                 "plan_change",
                 {
                     "action": "requested",
-                    "kind": quote.kind.value,
+                    "change": quote.kind.value,
                     "from": changes.plan,
                     "to": target.name,
                     "amount_due": str(quote.amount_due),
@@ -385,9 +389,9 @@ class CommerceMixin:
             self._action_failed("credit downgrade remainder", exc, at)
             return f"; the credit of {quote.credit} was refused by the account (ops will settle it)"
         self._record(
-            "credit",
+            "plan_change",
             {
-                "action": "credit",
+                "action": "credited",
                 "customer": customer,
                 "amount": str(quote.credit),
                 "balance": str(result.balance),
@@ -442,7 +446,7 @@ class CommerceMixin:
             "plan_change",
             {
                 "action": "switched",
-                "kind": kind.value,
+                "change": kind.value,
                 "from": previous,
                 "to": plan.name,
                 "price": str(state.price),
