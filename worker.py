@@ -119,6 +119,7 @@ def node_activities(hypervisor: Hypervisor) -> list[Any]:
         vm.unpark_vm,
         vm.restart_vm,
         vm.reinstall_vm,
+        vm.resize_vm,
         vm.create_vm_backup,
         vm.delete_vm_backup,
         vm.rotate_vm_backups,

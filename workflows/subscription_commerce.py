@@ -31,6 +31,7 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from activities.accounts import AccountActivities, CreditAccountInput
     from activities.billing import BillingActivities, RefundCustomerInput
+    from activities.hypervisor import HypervisorActivities, VmActionInput, node_task_queue
     from activities.mailer import NoticeFacts, NoticeKind
     from activities.platform import PlatformActionInput, PlatformActivities
     from policy.catalog import ProductKind
@@ -75,6 +76,12 @@ FEE_DUE_DAYS = 14
 ACTIVITY_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=30),
     "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=5)),
+}
+HYPERVISOR_OPTIONS: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(minutes=10),
+    "retry_policy": RetryPolicy(
+        maximum_interval=timedelta(minutes=10), non_retryable_error_types=["VmNotFound", "InvalidRequest"]
+    ),
 }
 CREDIT_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=30),
@@ -429,6 +436,8 @@ class CommerceMixin:
                 )
             except ActivityError as exc:
                 self._action_failed("change plan", exc, at)
+        if state.terms.on_hypervisor and {"vcpus", "memory_mb"} & plan.resources.keys():
+            await self._resize_vm(plan, at, key)
         today = self.state.clock.today(at)
         previous = changes.plan
         state.yearly_price = plan.price
@@ -472,6 +481,35 @@ class CommerceMixin:
                     "fee": fee if fee > 0 else None,
                 }
             ),
+        )
+
+    async def _resize_vm(self, plan: PlanTier, at: datetime, key: str) -> None:
+        """A VPS gets the plan's vCPUs and memory on its node (from its next start); the disk is the
+        platform's `change_plan`. A failure is flagged for ops, the plan change stands."""
+        state = self.state
+        vcpus, memory_mb = plan.resources.get("vcpus"), plan.resources.get("memory_mb")
+        try:
+            await workflow.execute_activity_method(
+                HypervisorActivities.resize_vm,
+                VmActionInput(
+                    idempotency_key=self._key("vm", "resize", key),
+                    service_id=state.spec.service_id,
+                    node=state.spec.node,
+                    vm_name=state.spec.name or state.spec.service_id,
+                    vcpus=vcpus,
+                    memory_mb=memory_mb,
+                ),
+                task_queue=node_task_queue(state.spec.node),
+                summary=f"resize VPS {state.spec.service_id} to {plan.name} on {state.spec.node}",
+                **HYPERVISOR_OPTIONS,
+            )
+        except ActivityError as exc:
+            self._action_failed("resize VM", exc, at)
+            return
+        self._record(
+            "hypervisor",
+            {"action": "resize", "node": state.spec.node, "vcpus": vcpus, "memory_mb": memory_mb},
+            at,
         )
 
     async def _watch_upgrade(self, number: int) -> None:

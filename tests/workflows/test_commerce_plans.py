@@ -247,7 +247,7 @@ async def test_a_change_60_days_after_the_last_is_free_again(env: WorkflowEnviro
         )
 
 
-async def test_a_vps_plan_change_is_a_recorded_platform_action(env: WorkflowEnvironment) -> None:
+async def test_a_vps_plan_change_resizes_the_vm_and_tells_the_platform(env: WorkflowEnvironment) -> None:
     """Monthly VPS: 3600/12 × 1.1 = 330.00 a month on vps-s, 660.00 on vps-m; a month has 28-31 days."""
     spec = hostico("vps-s", "330.00", 20, product="vps", period="P1M")
     async with lab(env) as l, service(l, **spec) as handle:
@@ -268,6 +268,10 @@ async def test_a_vps_plan_change_is_a_recorded_platform_action(env: WorkflowEnvi
         assert (status.price, status.expires_on) == (Decimal("660.00"), d)
         assert l.platform.plans[status.service_id] == "vps-m"
         assert ("change_plan", status.service_id) in l.platform.calls
+        # vps-m: 2 vCPUs and 4096 MiB on the node, through the node's own task queue.
+        assert l.hypervisor.sizes[status.service_id] == (2, 4096)
+        [resize] = entries(await l.journal(handle), "hypervisor", action="resize")
+        assert (resize.data["vcpus"], resize.data["memory_mb"]) == (2, 4096)
 
 
 async def test_plan_changes_refused_with_the_reason(env: WorkflowEnvironment) -> None:
