@@ -96,6 +96,8 @@ class NoticeFacts(BaseModel):
     effective_on: date | None = None
     plan: str | None = None
     """The plan a change switched to (or would have)."""
+    purpose: str | None = None
+    """What an invoice is for (`policy.payments.InvoicePurpose`); None or `renewal` for a renewal."""
 
 
 REQUIRED_FACTS: dict[NoticeKind, frozenset[str]] = {

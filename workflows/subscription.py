@@ -842,6 +842,7 @@ class SubscriptionWorkflow(CommerceMixin):
                 "amount": invoice.amount,
                 "due_on": invoice.due_on,
                 "days_before": days_before,
+                "purpose": invoice.purpose.value,
             }
         )
 
