@@ -131,5 +131,7 @@ def test_account_delete_gives_notice_to_every_service_and_keep_withdraws_it(dev_
     kept = ok(dev_stack, "account", "keep", "--service", first).stdout
     assert f"{first}: deletion of" in kept and "cancelled" in kept
     assert view(dev_stack, first).provider_deletion is None
+    body = as_json(dev_stack, "service", "show", second)
+    assert body["commerce"]["provider_deletion"]["reason"] == "tos"
     assert view(dev_stack, second).provider_deletion is not None
     assert "no running services" in error_line(hostlife(dev_stack, "account", "keep", "c-nobody-here"))
