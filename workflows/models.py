@@ -70,6 +70,8 @@ class ServiceSpec(BaseModel):
     """DNS hosting: the service id of the domain it follows (SPEC §4)."""
     plan: str | None = None
     """The plan tier the service runs on (policy/plans.toml); None: the product has no tiers."""
+    activated_on: date | None = None
+    """When the customer first got the service, if before it was handed to hostlife (refund window)."""
 
 
 class Suspension(BaseModel):

@@ -128,7 +128,7 @@ class CommerceMixin:
         """At the start of every run: remember the activation day once, restart pending timers."""
         changes = self.state.changes
         if self.new and changes.activated_on is None:
-            changes.activated_on = self._today()
+            changes.activated_on = self.state.spec.activated_on or self._today()
         if changes.pending_upgrade is not None:
             self._commerce_spawn(self._watch_upgrade(changes.pending_upgrade.request_number))
         if changes.provider_deletion is not None:
@@ -828,9 +828,15 @@ class CommerceMixin:
     def commerce(self) -> PlanQuoteView:
         """The plan, a pending upgrade, plan-change history, an announced deletion, a refund."""
         changes: ServiceChanges = self.state.changes
+        pending = changes.pending_upgrade
+        invoice = self._open_invoice(InvoicePurpose.UPGRADE)
+        if pending is not None and invoice is not None:  # re-issued after a billing-details change
+            pending = pending.model_copy(
+                update={"variable_symbol": invoice.variable_symbol, "amount": invoice.amount}
+            )
         return PlanQuoteView(
             plan=self._current_plan(),
-            pending_upgrade=changes.pending_upgrade,
+            pending_upgrade=pending,
             last_plan_change_on=changes.last_plan_change_on,
             changes=changes.plan_changes,
             provider_deletion=changes.provider_deletion,

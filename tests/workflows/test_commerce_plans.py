@@ -24,7 +24,7 @@ from starter.commerce import change_plan_request, provider_deletion_request, ref
 from tests.workflows.harness import Lab, lab
 from tests.workflows.lifecycle import Handle, at_day, entries, eventually, open_invoice, pay, service, unique
 from workflows.commerce_models import PlanQuoteView, ProviderDeletionCancel
-from workflows.models import Customer, ServiceState
+from workflows.models import BillingDetailsChanged, Customer, ServiceState
 from workflows.subscription import SubscriptionWorkflow
 
 UP, DOWN = PlanChangeKind.UPGRADE, PlanChangeKind.DOWNGRADE
@@ -348,6 +348,36 @@ async def test_a_full_refund_within_30_days_minus_migration_hours_ends_the_servi
         assert status.state is ServiceState.CLOSED
         assert {"refund_granted", "service_deleted"} <= set(l.mails())
         assert "restore_offer" not in l.mails()
+
+
+async def test_a_service_handed_over_keeps_its_activation_day(env: WorkflowEnvironment) -> None:
+    """Activated 40 days before hostlife got it: no full refund, the whole months left instead.
+    D is 100 days away (101 with today): 3 whole months (at most 92 days) of 1200.00 = 300.00."""
+    async with lab(env) as l:
+        today = l.today(await l.now())
+        spec = hostico("hosting-start", "1200.00", 100, activated_on=today - timedelta(days=40))
+        async with service(l, **spec) as handle:
+            dry = await handle.execute_update(
+                SubscriptionWorkflow.request_refund, refund_request("hostico", dry_run=True)
+            )
+            assert dry.amount == Decimal("300.00") and "3 remaining whole prepaid month(s)" in dry.message
+            assert (await commerce(handle)).activated_on == today - timedelta(days=40)
+
+
+async def test_billing_details_changed_reissues_a_waiting_upgrade_and_the_new_vs_switches(
+    env: WorkflowEnvironment,
+) -> None:
+    async with lab(env) as l, service(l, **hostico("hosting-start", "1200.00", 100)) as handle:
+        await change(handle, "hosting-standard", UP)
+        old = await open_invoice(l, handle, InvoicePurpose.UPGRADE)
+        await handle.execute_update(SubscriptionWorkflow.billing_details_changed, BillingDetailsChanged())
+        new = await open_invoice(l, handle, InvoicePurpose.UPGRADE)
+        assert new.variable_symbol != old.variable_symbol and new.amount == old.amount
+        pending = (await commerce(handle)).pending_upgrade
+        assert pending is not None and pending.variable_symbol == new.variable_symbol
+        assert (await pay(handle, old)).result == "held"
+        assert (await pay(handle, new)).result == "applied"
+        assert (await commerce(handle)).plan == "hosting-standard"
 
 
 async def test_a_later_refund_pays_the_whole_months_left_minus_unpaid_proformas(
