@@ -153,7 +153,9 @@ class AccountActivities:
         except WorkflowUpdateFailedError as exc:
             reason = str(getattr(exc.cause, "message", exc.cause))
             raise ApplicationError(
-                f"account {workflow_id} refused the credit: {reason}", type="CreditRefused", non_retryable=True
+                f"account {workflow_id} refused the credit: {reason}",
+                type="CreditRefused",
+                non_retryable=True,
             ) from exc
         activity.logger.info(
             "credit added", extra={"customer_id": request.customer_id, "amount": str(request.amount)}

@@ -341,7 +341,6 @@ class SqliteBilling:
             rows = self._db.execute("SELECT body FROM refunds ORDER BY rowid").fetchall()
         return [Refund.model_validate_json(body) for (body,) in rows]
 
-
     def refund_customer(self, request: RefundCustomerInput) -> CustomerRefund:
         """Record a refund for the payments department to pay; one per idempotency key."""
         with self._lock:
@@ -352,9 +351,12 @@ class SqliteBilling:
                 return CustomerRefund.model_validate_json(row[0])
             self._db.execute("BEGIN IMMEDIATE")
             cursor = self._db.execute(
-                "INSERT INTO customer_refunds (idempotency_key, body) VALUES (?, '')", (request.idempotency_key,)
+                "INSERT INTO customer_refunds (idempotency_key, body) VALUES (?, '')",
+                (request.idempotency_key,),
             )
-            refund = CustomerRefund(refund_id=f"refund-{int(cursor.lastrowid or 0):06d}", **request.model_dump())
+            refund = CustomerRefund(
+                refund_id=f"refund-{int(cursor.lastrowid or 0):06d}", **request.model_dump()
+            )
             self._db.execute(
                 "UPDATE customer_refunds SET body = ? WHERE idempotency_key = ?",
                 (refund.model_dump_json(), request.idempotency_key),
