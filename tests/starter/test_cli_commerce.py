@@ -101,6 +101,10 @@ def test_refund_dry_run_then_refund_ends_the_service(dev_stack: DevStack) -> Non
     assert Decimal(str(answer["amount"])) == Decimal("300.00")
     refunds = [r for r in dev_stack.billing.customer_refunds() if r.service_id == service]
     assert [r.amount for r in refunds] == [Decimal("300.00")]
+    listed = [
+        r for r in as_json(dev_stack, "held-payments", "customer-refunds") if r["service_id"] == service
+    ]
+    assert [(r["amount"], r["refund_id"]) for r in listed] == [("300.00", refunds[0].refund_id)]
     eventually(lambda: dev_stack.status(service).state is ServiceState.CLOSED)
     assert "has ended" in error_line(hostlife(dev_stack, "refund", service))
     plain = dev_stack.start(100)
