@@ -29,6 +29,7 @@ from workflows.account_models import (
     CreditLimits,
     CustomerAccountInput,
     DebitRequest,
+    RefundRequest,
     account_workflow_id,
 )
 from workflows.customer_account import CustomerAccountWorkflow
@@ -55,6 +56,24 @@ class DebitCreditResult(BaseModel):
     missing: Money = ZERO
     sequence: int | None = None
     """The ledger entry of the debit (None when nothing moved)."""
+    repeated: bool = False
+
+
+class CreditAccountInput(BaseModel):
+    """Money put back on the customer's credit (a downgrade's remainder, SPEC §6)."""
+
+    idempotency_key: str = Field(min_length=1)
+    customer_id: str
+    amount: Money
+    service_id: str | None = None
+    reason: str = ""
+    currency: str = "CZK"
+    limits: CreditLimits = CreditLimits()
+
+
+class CreditAccountResult(BaseModel):
+    balance: Money
+    sequence: int | None = None
     repeated: bool = False
 
 
@@ -102,6 +121,47 @@ class AccountActivities:
             ok=result.ok,
             balance=result.balance,
             missing=result.missing,
+            sequence=result.entry.sequence if result.entry else None,
+            repeated=result.repeated,
+        )
+
+    @activity.defn
+    async def credit_account(self, request: CreditAccountInput) -> CreditAccountResult:
+        """Credit the account (opening it if needed); a refusal (balance limit) is not retried."""
+        workflow_id = account_workflow_id(request.customer_id)
+        start = WithStartWorkflowOperation(
+            CustomerAccountWorkflow.run,
+            CustomerAccountInput(
+                customer_id=request.customer_id, currency=request.currency, limits=request.limits
+            ),
+            id=workflow_id,
+            task_queue=self.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            static_summary=f"credit account of customer {request.customer_id}",
+        )
+        refund = RefundRequest(
+            idempotency_key=request.idempotency_key,
+            amount=request.amount,
+            currency=request.currency,
+            service_id=request.service_id,
+            reason=request.reason,
+        )
+        try:
+            result = await self.client.execute_update_with_start_workflow(
+                CustomerAccountWorkflow.refund, refund, start_workflow_operation=start
+            )
+        except WorkflowUpdateFailedError as exc:
+            reason = str(getattr(exc.cause, "message", exc.cause))
+            raise ApplicationError(
+                f"account {workflow_id} refused the credit: {reason}",
+                type="CreditRefused",
+                non_retryable=True,
+            ) from exc
+        activity.logger.info(
+            "credit added", extra={"customer_id": request.customer_id, "amount": str(request.amount)}
+        )
+        return CreditAccountResult(
+            balance=result.balance,
             sequence=result.entry.sequence if result.entry else None,
             repeated=result.repeated,
         )

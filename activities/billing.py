@@ -134,12 +134,36 @@ class Refund(BaseModel):
     service_id: str | None = None
 
 
+class RefundCustomerInput(BaseModel):
+    """Money paid back to the customer on request (SPEC §6), not tied to one incoming payment."""
+
+    idempotency_key: str
+    service_id: str
+    customer_id: str
+    amount: Money
+    currency: str = "CZK"
+    reason: str = ""
+    pay_by: date | None = None
+
+
+class CustomerRefund(BaseModel):
+    refund_id: str
+    idempotency_key: str
+    service_id: str
+    customer_id: str
+    amount: Money
+    currency: str
+    reason: str
+    pay_by: date | None = None
+
+
 class Billing(Protocol):
     def issue_invoice(self, request: IssueInvoiceInput) -> Invoice: ...
     def cancel_invoice(self, request: CancelInvoiceInput) -> Invoice: ...
     def mark_invoice_paid(self, request: MarkInvoicePaidInput) -> Invoice: ...
     def hold_payment(self, request: HoldPaymentInput) -> HeldPayment: ...
     def return_payment(self, request: ReturnPaymentInput) -> Refund: ...
+    def refund_customer(self, request: RefundCustomerInput) -> CustomerRefund: ...
 
 
 class BillingError(Exception):
@@ -163,6 +187,11 @@ CREATE TABLE IF NOT EXISTS held_payments (
 );
 CREATE TABLE IF NOT EXISTS refunds (
     payment_id TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS customer_refunds (
+    sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+    idempotency_key TEXT NOT NULL UNIQUE,
     body TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS unreadable_lines (
@@ -323,6 +352,34 @@ class SqliteBilling:
             rows = self._db.execute("SELECT body FROM refunds ORDER BY rowid").fetchall()
         return [Refund.model_validate_json(body) for (body,) in rows]
 
+    def refund_customer(self, request: RefundCustomerInput) -> CustomerRefund:
+        """Record a refund for the payments department to pay; one per idempotency key."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT body FROM customer_refunds WHERE idempotency_key = ?", (request.idempotency_key,)
+            ).fetchone()
+            if row:
+                return CustomerRefund.model_validate_json(row[0])
+            self._db.execute("BEGIN IMMEDIATE")
+            cursor = self._db.execute(
+                "INSERT INTO customer_refunds (idempotency_key, body) VALUES (?, '')",
+                (request.idempotency_key,),
+            )
+            refund = CustomerRefund(
+                refund_id=f"refund-{int(cursor.lastrowid or 0):06d}", **request.model_dump()
+            )
+            self._db.execute(
+                "UPDATE customer_refunds SET body = ? WHERE idempotency_key = ?",
+                (refund.model_dump_json(), request.idempotency_key),
+            )
+            self._db.execute("COMMIT")
+        return refund
+
+    def customer_refunds(self) -> list[CustomerRefund]:
+        with self._lock:
+            rows = self._db.execute("SELECT body FROM customer_refunds ORDER BY sequence").fetchall()
+        return [CustomerRefund.model_validate_json(body) for (body,) in rows]
+
 
 class BillingActivities:
     """Sync activities: the ledger is local and quick, and sqlite3 blocks."""
@@ -349,3 +406,7 @@ class BillingActivities:
     @activity.defn
     def return_payment(self, request: ReturnPaymentInput) -> Refund:
         return self.billing.return_payment(request)
+
+    @activity.defn
+    def refund_customer(self, request: RefundCustomerInput) -> CustomerRefund:
+        return self.billing.refund_customer(request)

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from temporalio import activity
 
 T = TypeVar("T")
@@ -50,6 +50,7 @@ class VmAction(StrEnum):
     UNPARK = "unpark"
     RESTART = "restart"
     REINSTALL = "reinstall"
+    RESIZE = "resize"
 
 
 class VmActionInput(BaseModel):
@@ -62,6 +63,9 @@ class VmActionInput(BaseModel):
     graceful_timeout_seconds: int = 120
     image: str | None = None
     """OS image (a volume on the node) for `REINSTALL`; ignored by the other actions."""
+    vcpus: int | None = Field(default=None, ge=1, le=512)
+    memory_mb: int | None = Field(default=None, ge=64)
+    """`RESIZE`: the plan's virtual CPUs and memory (None: leave as it is)."""
 
 
 class VmActionResult(BaseModel):
@@ -152,6 +156,7 @@ class Hypervisor(Protocol):
     def unpark(self, vm_name: str) -> bool: ...
     def restart(self, vm_name: str) -> bool: ...
     def reinstall(self, vm_name: str, image: str) -> bool: ...
+    def resize(self, vm_name: str, vcpus: int | None, memory_mb: int | None) -> bool: ...
     def create_backup(self, vm_name: str, label: str, kind: BackupKind) -> bool: ...
     def delete_backup(self, vm_name: str, label: str) -> bool: ...
     def list_backups(self, vm_name: str) -> list[VmBackup]: ...
@@ -169,6 +174,8 @@ class RecordingHypervisor:
         self.deleted: set[str] = set()
         self.backups: dict[str, list[VmBackup]] = {}
         self.images: dict[str, str] = {}
+        self.sizes: dict[str, tuple[int | None, int | None]] = {}
+        """`resize`: (vcpus, memory_mb) per VM."""
 
     def _record(self, action: str, vm_name: str) -> None:
         self.calls.append((action, vm_name))
@@ -216,6 +223,14 @@ class RecordingHypervisor:
         self._existing(vm_name)
         self.images[vm_name] = image
         return True
+
+    def resize(self, vm_name: str, vcpus: int | None, memory_mb: int | None) -> bool:
+        self._record("resize", vm_name)
+        self._existing(vm_name)
+        before = self.sizes.get(vm_name, (None, None))
+        after = (vcpus or before[0], memory_mb or before[1])
+        self.sizes[vm_name] = after
+        return after != before
 
     def create_backup(self, vm_name: str, label: str, kind: BackupKind) -> bool:
         self._record("create_backup", vm_name)
@@ -299,6 +314,8 @@ class HypervisorActivities:
             if not image:
                 raise ApplicationError("reinstall needs an image", type="InvalidRequest", non_retryable=True)
             calls[action] = lambda name: hypervisor.reinstall(name, image)
+        if action is VmAction.RESIZE:
+            calls[action] = lambda name: hypervisor.resize(name, request.vcpus, request.memory_mb)
         changed = self._call(request.vm_name, lambda: calls[action](request.vm_name))
         activity.logger.info(
             "vm action", extra={"action": action.value, "vm": request.vm_name, "changed": changed}
@@ -328,6 +345,11 @@ class HypervisorActivities:
     @activity.defn
     def restart_vm(self, request: VmActionInput) -> VmActionResult:
         return self._run(VmAction.RESTART, request)
+
+    @activity.defn
+    def resize_vm(self, request: VmActionInput) -> VmActionResult:
+        """A plan change: vCPUs and memory in the VM's configuration (they apply at its next start)."""
+        return self._run(VmAction.RESIZE, request)
 
     @activity.defn
     def reinstall_vm(self, request: VmActionInput) -> VmActionResult:

@@ -84,6 +84,29 @@ class _Disk:
     source: str
 
 
+_UNIT_KIB = {
+    "b": 1 / 1024,
+    "bytes": 1 / 1024,
+    "k": 1,
+    "kib": 1,
+    "kb": 1000 / 1024,
+    "m": 1024,
+    "mib": 1024,
+    "mb": 1000**2 / 1024,
+    "g": 1024**2,
+    "gib": 1024**2,
+    "gb": 1000**3 / 1024,
+}
+
+
+def _kib(element: ET.Element | None) -> int | None:
+    """A libvirt memory element in KiB (its `unit` attribute, KiB by default)."""
+    if element is None or not (element.text or "").strip():
+        return None
+    factor = _UNIT_KIB.get(element.get("unit", "KiB").lower(), 1)
+    return int(int(element.text or "0") * factor)
+
+
 def _code(exc: libvirt.libvirtError) -> int | None:
     code: int | None = exc.get_error_code()
     return code
@@ -326,6 +349,50 @@ class LibvirtHypervisor:
             else:
                 dom.create()
             return True
+
+    # -- plan changes -----------------------------------------------------------------------
+
+    def resize(self, vm_name: str, vcpus: int | None, memory_mb: int | None) -> bool:
+        """Set the VM's vCPUs and memory in its persistent configuration (a plan change).
+
+        A running VM keeps its current size until its next start (ops or the customer restart it);
+        nothing is hot-plugged. Maximum and current values move together, the order chosen so the
+        current value never exceeds the maximum. The disk is the platform's job (grow the volume
+        and the guest's filesystem), not done here.
+        """
+        config = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+        with self._errors(vm_name):
+            dom = self._domain(vm_name)
+            changed = False
+            if vcpus is not None:
+                most = dom.vcpusFlags(config | libvirt.VIR_DOMAIN_VCPU_MAXIMUM)
+                now = dom.vcpusFlags(config)
+                if (most, now) != (vcpus, vcpus):
+                    if vcpus > most:
+                        dom.setVcpusFlags(vcpus, config | libvirt.VIR_DOMAIN_VCPU_MAXIMUM)
+                        dom.setVcpusFlags(vcpus, config)
+                    else:
+                        dom.setVcpusFlags(vcpus, config)
+                        dom.setVcpusFlags(vcpus, config | libvirt.VIR_DOMAIN_VCPU_MAXIMUM)
+                    changed = True
+            if memory_mb is not None:
+                kib = memory_mb * 1024
+                desc = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+                most_kib = _kib(desc.find("memory"))
+                now_kib = _kib(desc.find("currentMemory")) or most_kib
+                if (most_kib, now_kib) != (kib, kib):
+                    if most_kib is None or kib > most_kib:
+                        dom.setMemoryFlags(kib, config | libvirt.VIR_DOMAIN_MEM_MAXIMUM)
+                        dom.setMemoryFlags(kib, config)
+                    else:
+                        dom.setMemoryFlags(kib, config)
+                        dom.setMemoryFlags(kib, config | libvirt.VIR_DOMAIN_MEM_MAXIMUM)
+                    changed = True
+            if changed:
+                log.info(
+                    "vm resized", vm=vm_name, vcpus=vcpus, memory_mb=memory_mb, running=bool(dom.isActive())
+                )
+            return changed
 
     # -- parking ----------------------------------------------------------------------------
 

@@ -66,6 +66,11 @@ class NoticeKind(StrEnum):
     CARD_DECLINED = "card_declined"
     PRICE_CHANGE = "price_change"
     USAGE_WARNING = "usage_warning"
+    PLAN_CHANGED = "plan_changed"
+    UPGRADE_VOIDED = "upgrade_voided"
+    REFUND_GRANTED = "refund_granted"
+    PROVIDER_DELETION_NOTICE = "provider_deletion_notice"
+    PROVIDER_DELETION_CANCELLED = "provider_deletion_cancelled"
 
 
 class NoticeFacts(BaseModel):
@@ -97,6 +102,10 @@ class NoticeFacts(BaseModel):
     period: str | None = None
     notice_number: int | None = None
     notices_before_suspension: int | None = None
+    plan: str | None = None
+    """The plan a change switched to (or would have)."""
+    purpose: str | None = None
+    """What an invoice is for (`policy.payments.InvoicePurpose`); None or `renewal` for a renewal."""
 
 
 REQUIRED_FACTS: dict[NoticeKind, frozenset[str]] = {
@@ -123,6 +132,11 @@ REQUIRED_FACTS: dict[NoticeKind, frozenset[str]] = {
     NoticeKind.CARD_DECLINED: frozenset({"variable_symbol", "amount", "reason", "expires_on"}),
     NoticeKind.PRICE_CHANGE: frozenset({"amount", "previous_amount", "effective_on", "period"}),
     NoticeKind.USAGE_WARNING: frozenset({"reason", "notice_number", "notices_before_suspension"}),
+    NoticeKind.PLAN_CHANGED: frozenset({"plan", "effective_on"}),
+    NoticeKind.UPGRADE_VOIDED: frozenset({"plan", "variable_symbol"}),
+    NoticeKind.REFUND_GRANTED: frozenset({"amount", "due_on"}),
+    NoticeKind.PROVIDER_DELETION_NOTICE: frozenset({"deletion_on", "reason"}),
+    NoticeKind.PROVIDER_DELETION_CANCELLED: frozenset(),
 }
 """Facts each notice must carry; a notice without them fails at once rather than mail a blank."""
 

@@ -23,6 +23,7 @@ class PlatformAction(StrEnum):
     DELETE = "delete"
     PURGE_BACKUPS = "purge_backups"
     RESTORE = "restore"
+    CHANGE_PLAN = "change_plan"
 
 
 class PlatformActionInput(BaseModel):
@@ -33,6 +34,9 @@ class PlatformActionInput(BaseModel):
     reason: str = ""
     mail_bounces: bool = False
     """Blocked mailboxes bounce incoming mail (SPEC §4); Exchange keeps delivering."""
+    plan: str | None = None
+    """CHANGE_PLAN: the plan to switch to, with what it provides (disk, CPUs, mailboxes)."""
+    resources: dict[str, int] = {}
 
 
 class PlatformActionResult(BaseModel):
@@ -59,9 +63,14 @@ class RecordingPlatform:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []
         self.state: dict[str, str] = {}
+        self.plans: dict[str, str] = {}
 
     async def apply(self, action: PlatformAction, target: str, request: PlatformActionInput) -> bool:
         self.calls.append((action.value, target))
+        if action is PlatformAction.CHANGE_PLAN:
+            changed = self.plans.get(target) != request.plan
+            self.plans[target] = request.plan or ""
+            return changed
         after = {
             PlatformAction.BLOCK: "blocked",
             PlatformAction.UNBLOCK: "active",
@@ -105,3 +114,8 @@ class PlatformActivities:
     @activity.defn
     async def restore_service(self, request: PlatformActionInput) -> PlatformActionResult:
         return await self._each(PlatformAction.RESTORE, request)
+
+    @activity.defn
+    async def change_plan(self, request: PlatformActionInput) -> PlatformActionResult:
+        """Switch the plan (limits, disk, CPUs); for a VPS the resize is ops' platform action."""
+        return await self._each(PlatformAction.CHANGE_PLAN, request)

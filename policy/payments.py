@@ -21,6 +21,10 @@ class InvoicePurpose(StrEnum):
     RESTORE = "restore"
     REDEMPTION = "redemption"
     UNBLOCK_FEE = "unblock_fee"
+    UPGRADE = "upgrade"
+    """The price difference of a plan upgrade; paying it switches the plan (SPEC §6)."""
+    PLAN_CHANGE_FEE = "plan_change_fee"
+    """Support-hour fee of a second plan change within the free window; pays for nothing else."""
 
 
 class InvoiceState(StrEnum):

@@ -4,6 +4,8 @@
     hostlife demo                         the same with a few services on a compressed clock
     hostlife service start|show|list      hand services over, read one, find many (starter/cli_services.py)
     hostlife pay|cancel|suspend|...       change one service through its updates (starter/cli_commands.py)
+    hostlife upgrade|downgrade|refund     SPEC §6 plan changes and refunds (starter/cli_commerce.py)
+    hostlife account delete|keep          provider deletion with notice (starter/cli_commerce.py)
     hostlife held-payments list|resolve   what waits for the billing department (starter/cli_billing.py)
     hostlife renew-bulk|card set|remove   renewal from credit in bulk, the stored card (starter/cli_money.py)
     hostlife coupon|price|usage           coupons, price changes, usage reports (starter/cli_offers.py)
@@ -24,7 +26,7 @@ from typing import Annotated
 
 import typer
 
-from starter import cli_commands, cli_money, cli_offers, cli_reconcile
+from starter import cli_commands, cli_commerce, cli_money, cli_offers, cli_reconcile
 from starter.cli_billing import held_app
 from starter.cli_common import OPTIONS, OneLineErrors, fail
 from starter.cli_services import service_app
@@ -42,6 +44,7 @@ cli_reconcile.register(app)
 cli_commands.register(app)
 cli_money.register(app)
 cli_offers.register(app)
+cli_commerce.register(app)
 
 
 @app.callback()

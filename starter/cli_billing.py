@@ -133,3 +133,34 @@ def refunds(as_json: JsonFlag = False) -> None:
     out = console()
     out.print(table)
     out.print(f"{len(items)} refund(s)")
+
+
+@held_app.command("customer-refunds")
+def customer_refunds(as_json: JsonFlag = False) -> None:
+    """Refunds on request (SPEC §6) for the payments department to send, with their pay-by date."""
+    items = open_ledger().customer_refunds()
+    if as_json:
+        print(json.dumps([r.model_dump(mode="json") for r in items], indent=2))
+        return
+    table = Table(
+        "refund",
+        "customer",
+        "service",
+        "amount",
+        "pay by",
+        "reason",
+        title="refunds on request",
+        title_justify="left",
+    )
+    for r in items:
+        table.add_row(
+            r.refund_id,
+            r.customer_id,
+            r.service_id,
+            f"{r.amount} {r.currency}",
+            r.pay_by.isoformat() if r.pay_by else "—",
+            r.reason,
+        )
+    out = console()
+    out.print(table)
+    out.print(f"{len(items)} refund(s) on request")

@@ -21,6 +21,7 @@ already running is skipped and counted, so a file can be fed again after a parti
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -32,6 +33,7 @@ import typer
 from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
+from temporalio.client import WorkflowQueryFailedError
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from policy.catalog import Catalog, load_catalog
@@ -52,6 +54,7 @@ from starter.cli_common import (
 )
 from starter.config import Settings
 from workflows import search_attributes as sa
+from workflows.commerce_models import PlanQuoteView
 from workflows.models import Customer, JournalEntry, ServiceSpec, ServiceState, ServiceStatus
 
 service_app = typer.Typer(help="Start, inspect and list services.", no_args_is_help=True)
@@ -169,7 +172,6 @@ def service_start(
     profile: Annotated[str, typer.Option(help="policy profile")] = "default",
     language: Annotated[str, typer.Option(help="customer language (cs, en)")] = "cs",
     node: Annotated[str, typer.Option(help="hypervisor node of a VPS")] = "node-1",
-    plan: Annotated[str, typer.Option(help="the product's plan, for price changes of one plan")] = "",
     new_order: Annotated[
         bool,
         typer.Option(help="a new order: the first invoice is for the first period (implied by --coupon)"),
@@ -182,6 +184,7 @@ def service_start(
         ),
     ] = None,
     coupon: Annotated[str | None, typer.Option(help="coupon code for the first period")] = None,
+    plan: Annotated[str | None, typer.Option(help="plan tier, e.g. vps-m (policy/plans.toml)")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Hand one service (flags) or many (--file) to hostlife."""
@@ -380,19 +383,24 @@ def service_show(
     """State, expiry, open invoice, what comes next (with dates) and the last events."""
     from workflows.subscription import SubscriptionWorkflow
 
-    async def go() -> tuple[ServiceStatus, list[JournalEntry]]:
+    async def go() -> tuple[ServiceStatus, list[JournalEntry], PlanQuoteView | None]:
         client = await connect()
         handle = service_handle(client, service_id)
         status: ServiceStatus = await handle.query(SubscriptionWorkflow.status, rpc_timeout=rpc_timeout())
         journal: list[JournalEntry] = await handle.query(
             SubscriptionWorkflow.journal, 0, rpc_timeout=rpc_timeout()
         )
-        return status, journal[-events:] if events > 0 else []
+        commerce: PlanQuoteView | None = None
+        with contextlib.suppress(WorkflowQueryFailedError):  # a worker from before plan changes
+            commerce = await handle.query(SubscriptionWorkflow.commerce, rpc_timeout=rpc_timeout())
+        return status, journal[-events:] if events > 0 else [], commerce
 
-    status, journal = run_async(go)
+    status, journal, commerce = run_async(go)
     if as_json:
         body = status.model_dump(mode="json")
         body["events"] = [entry.model_dump(mode="json") for entry in journal]
+        if commerce is not None:
+            body["commerce"] = commerce.model_dump(mode="json", exclude={"at"})
         print(json.dumps(body, indent=2))
         return
     out = console()
@@ -423,6 +431,8 @@ def service_show(
     if status.backup_until:
         table.add_row("backup until", status.backup_until.isoformat())
     table.add_row("renewals", str(status.renewals))
+    if commerce is not None:
+        _commerce_rows(table, commerce)
     out.print(table)
     upcoming = Table("date", "what comes next", title="timeline", title_justify="left")
     for item in status.upcoming:
@@ -435,6 +445,24 @@ def service_show(
         for entry in journal:
             last.add_row(_local(entry.at), event_sentence(entry))
         out.print(last)
+
+
+def _commerce_rows(table: Table, commerce: PlanQuoteView) -> None:
+    """Plan, a waiting upgrade, an announced deletion and a refund (SPEC §6), when there are any."""
+    if commerce.plan:
+        last = f" (last change {commerce.last_plan_change_on})" if commerce.last_plan_change_on else ""
+        table.add_row("plan", commerce.plan + last)
+    pending = commerce.pending_upgrade
+    if pending is not None:
+        table.add_row(
+            "upgrade waiting",
+            f"to {pending.plan.name}: VS {pending.variable_symbol} {pending.amount}, void on {pending.void_on}",
+        )
+    if commerce.provider_deletion is not None:
+        deletion = commerce.provider_deletion
+        table.add_row("deletion announced", f"on {deletion.delete_on}: {deletion.reason}")
+    if commerce.refund is not None:
+        table.add_row("refunded", f"{commerce.refund.amount} ({commerce.refund.reason})")
 
 
 # ---------------------------------------------------------------------------- list

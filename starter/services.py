@@ -67,6 +67,10 @@ def subscription_input(
         raise ValueError(
             f"{terms.title} cannot be billed for {spec.period}; allowed: {', '.join(terms.periods)}"
         )
+    if spec.plan is not None:
+        from policy.plans import configured_plans
+
+        configured_plans().product_plans(spec.profile, spec.product).plan(spec.plan)  # PlansError names it
     return SubscriptionInput(
         spec=spec,
         terms=terms,

@@ -71,6 +71,11 @@ EventType = Literal[
     "change_period",
     "restore",
     "defer",
+    "upgrade",
+    "downgrade",
+    "refund",
+    "provider_delete",
+    "provider_keep",
 ]
 
 
@@ -103,6 +108,8 @@ class ScenarioService(BaseModel):
     node: str = "node-1"
     parking_price: Money | None = None
     first_licence: bool = False
+    plan: str | None = None
+    """Plan tier (policy/plans.toml), for the `upgrade` and `downgrade` events."""
 
     @field_validator("period")
     @classmethod
@@ -135,6 +142,11 @@ class ScenarioEvent(BaseModel):
     severe: bool = False
     days: int | None = Field(default=None, ge=1, le=365)
     by_support: bool = False
+    plan: str | None = None
+    """`upgrade` / `downgrade`: the plan to move to."""
+    current_plan: str | None = None
+    hours: str | None = None
+    """`refund`: support hours spent migrating the customer's data in."""
 
     @model_validator(mode="after")
     def _fields_for_type(self) -> ScenarioEvent:
@@ -148,6 +160,9 @@ class ScenarioEvent(BaseModel):
             "unpark",
             "change_period",
             "restore",
+            "upgrade",
+            "downgrade",
+            "refund",
         }
         if self.type in needs_service and not self.service:
             raise ValueError(f"event {self.type} needs 'service'")
@@ -157,6 +172,23 @@ class ScenarioEvent(BaseModel):
             raise ValueError("event top_up needs 'amount'")
         if self.type == "set_auto_renew" and self.enabled is None:
             raise ValueError("event set_auto_renew needs 'enabled'")
+        if self.type in {"upgrade", "downgrade"} and not self.plan:
+            raise ValueError(f"event {self.type} needs 'plan'")
+        if self.type in {"provider_delete", "provider_keep"} and (self.service is None) == (
+            self.customer is None
+        ):
+            raise ValueError(f"event {self.type} needs 'service' or 'customer' (one of them)")
+        if self.type == "provider_delete" and not self.reason:
+            raise ValueError("event provider_delete needs 'reason'")
+        if self.hours is not None:
+            from decimal import InvalidOperation
+
+            try:
+                hours = Decimal(self.hours)
+            except InvalidOperation:
+                hours = Decimal(-1)
+            if not hours.is_finite() or hours < 0:
+                raise ValueError(f"hours must be a non-negative decimal string, got {self.hours!r}")
         if self.type == "change_period":
             if not self.period:
                 raise ValueError("event change_period needs 'period'")
@@ -230,7 +262,33 @@ def load_scenario(text: str, catalog: Catalog | None = None) -> Scenario:
                 profile.tld_rules(service.name)
     except CatalogError as exc:
         raise ScenarioError(str(exc)) from None
+    _check_commerce(scenario)
     return scenario
+
+
+def _check_commerce(scenario: Scenario) -> None:
+    """Plans and SPEC §6 events refused before anything runs (an unknown plan, another product's)."""
+    from policy.commerce import CommerceRulesError, PlanChangeKind
+    from policy.plans import PlansError, configured_plans
+    from starter.commerce import change_plan_request, rules_for
+
+    products = {s.id: s.product for s in scenario.services}
+    try:
+        for service in scenario.services:
+            if service.plan is not None:
+                configured_plans().product_plans(scenario.profile, service.product).plan(service.plan)
+        for index, event in enumerate(scenario.events):
+            if event.type in ("upgrade", "downgrade"):
+                assert event.plan is not None and event.service is not None
+                kind = PlanChangeKind.UPGRADE if event.type == "upgrade" else PlanChangeKind.DOWNGRADE
+                try:
+                    change_plan_request(scenario.profile, products[event.service], event.plan, kind)
+                except ValueError as exc:
+                    raise ScenarioError(f"events[{index}]: {exc}") from None
+            elif event.type in ("refund", "provider_delete", "provider_keep"):
+                rules_for(scenario.profile)
+    except (PlansError, CommerceRulesError) as exc:
+        raise ScenarioError(str(exc)) from None
 
 
 @dataclass
@@ -279,6 +337,7 @@ class Simulation:
                 auto_renew=service.auto_renew,
                 parking_price=service.parking_price,
                 first_licence=service.first_licence,
+                plan=service.plan,
             )
             handle = await start_service(self.env.client, spec, clock=self.clock, task_queue=self.task_queue)
             self.first_run_ids[service.id] = handle.first_execution_run_id or ""
@@ -308,6 +367,10 @@ class Simulation:
                         await self.command(
                             event, service.id, at, "billing_details_changed", BillingDetailsChanged()
                         )
+            elif event.type in ("provider_delete", "provider_keep"):
+                for service in self.scenario.services:
+                    if event.service in (None, service.id) and event.customer in (None, service.customer):
+                        await self.command(event, service.id, at, *self.update_for(event))
             else:
                 assert event.service is not None
                 await self.command(event, event.service, at, *self.update_for(event))
@@ -333,6 +396,32 @@ class Simulation:
             return "grant_deferral", DeferralRequest(days=event.days or 14, by_support=event.by_support)
         if event.type in ("park", "unpark"):
             return event.type, None
+        return self.commerce_update_for(event)
+
+    def commerce_update_for(self, event: ScenarioEvent) -> tuple[str, Any]:
+        """SPEC §6 events, with the rules and plans the CLI would send (starter/commerce.py)."""
+        from policy.commerce import PlanChangeKind
+        from starter.commerce import (
+            change_plan_request,
+            provider_deletion_request,
+            refund_request,
+        )
+        from workflows.commerce_models import ProviderDeletionCancel
+
+        profile = self.scenario.profile
+        if event.type in ("upgrade", "downgrade"):
+            assert event.plan is not None and event.service is not None
+            product = next(s.product for s in self.scenario.services if s.id == event.service)
+            kind = PlanChangeKind.UPGRADE if event.type == "upgrade" else PlanChangeKind.DOWNGRADE
+            return "change_plan", change_plan_request(profile, product, event.plan, kind, event.current_plan)
+        if event.type == "refund":
+            return "request_refund", refund_request(
+                profile, Decimal(event.hours or "0"), event.reason or "customer request"
+            )
+        if event.type == "provider_delete":
+            return "schedule_provider_deletion", provider_deletion_request(profile, event.reason or "")
+        if event.type == "provider_keep":
+            return "cancel_provider_deletion", ProviderDeletionCancel(note=event.reason or "cancelled by ops")
         raise AssertionError(event.type)
 
     async def command(

@@ -13,6 +13,7 @@ from policy.catalog import Terms, TldRules
 from policy.clock import Clock
 from policy.money import Money
 from policy.payments import InvoiceRecord, PaymentResult
+from workflows.commerce_models import ServiceChanges
 from workflows.money_models import InvoiceCurrency, StoredCard
 from workflows.offers_models import OffersState
 
@@ -69,13 +70,15 @@ class ServiceSpec(BaseModel):
     """VPS/APS: automatic daily backups kept for 3 or 7 days (0: none)."""
     follows: str | None = None
     """DNS hosting: the service id of the domain it follows (SPEC §4)."""
-    plan: str = ""
-    """The product's plan (e.g. "vps-m"), for ops' price changes of one plan."""
     new_order: bool = False
     """The customer orders it now: the first invoice hostlife issues is for the first period bought
     (coupons may apply to it). False: a service handed over mid-life, whose invoices are renewals."""
     new_customer: bool = False
     """The customer had no service with the provider before this order (coupons for new customers)."""
+    plan: str | None = None
+    """The plan tier the service runs on (policy/plans.toml); None: the product has no tiers."""
+    activated_on: date | None = None
+    """When the customer first got the service, if before it was handed to hostlife (refund window)."""
 
 
 class Suspension(BaseModel):
@@ -158,6 +161,8 @@ class SubscriptionState(BaseModel):
     """Debit keys of prepaid (bulk) renewals already applied, newest last."""
     offers: OffersState | None = None
     """Coupons, price changes and usage notices (SPEC §6; workflows/subscription_offers.py)."""
+    changes: ServiceChanges = ServiceChanges()
+    """Plan changes, refund on request, provider deletion (workflows/subscription_commerce.py)."""
 
 
 class SubscriptionInput(BaseModel):

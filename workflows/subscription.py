@@ -95,6 +95,7 @@ with workflow.unsafe.imports_passed_through():
         UpcomingMilestone,
     )
     from workflows.money_in import MoneyInMixin
+    from workflows.subscription_commerce import COMMERCE_PURPOSES, CommerceMixin
     from workflows.subscription_offers import OffersMixin
     from workflows.vps_backups import VpsBackupsWorkflow
     from workflows.vps_models import VpsDeleted, vps_backups_workflow_id
@@ -171,7 +172,7 @@ def _require(request: object) -> None:
 
 
 @workflow.defn
-class SubscriptionWorkflow(MoneyInMixin, OffersMixin):
+class SubscriptionWorkflow(MoneyInMixin, OffersMixin, CommerceMixin):
     @workflow.init
     def __init__(self, start: SubscriptionInput) -> None:
         self.new = start.state is None
@@ -189,6 +190,7 @@ class SubscriptionWorkflow(MoneyInMixin, OffersMixin):
         if self.new:
             self._record("state", {"state": self._shown_state().value, "reason": "service started"})
             self.state.shown_state = self._shown_state()
+        self._commerce_start()
         if self.new and self._follows() is not None:
             await self._attach_to_domain()
         self._refresh()
@@ -211,7 +213,7 @@ class SubscriptionWorkflow(MoneyInMixin, OffersMixin):
                 self._refresh()
             if self._should_continue_as_new():
                 break
-        await workflow.wait_condition(workflow.all_handlers_finished)
+        await workflow.wait_condition(self._commerce_idle)
         if self.signals_out:
             await asyncio.gather(*self.signals_out)
         if not self._finished() or self.continue_pending:
@@ -854,6 +856,7 @@ class SubscriptionWorkflow(MoneyInMixin, OffersMixin):
                 "amount": invoice.amount,
                 "due_on": invoice.due_on,
                 "days_before": days_before,
+                "purpose": invoice.purpose.value,
             }
         )
 
@@ -991,6 +994,8 @@ class SubscriptionWorkflow(MoneyInMixin, OffersMixin):
             await self._fee_paid(at, payment.payment_id)
         elif invoice.purpose is InvoicePurpose.RESTORE:
             await self._restore_paid(invoice, at, payment.payment_id)
+        elif invoice.purpose in COMMERCE_PURPOSES:
+            await self._commerce_invoice_paid(invoice, at, payment.payment_id)
         else:
             await self._renew(invoice.period, at, f"payment:{payment.payment_id}", invoice)
         return outcome

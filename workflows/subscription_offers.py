@@ -301,9 +301,10 @@ class OffersMixin:
         spec = self.state.spec
         if request.product != spec.product:
             raise ValueError(f"not affected: the service is {spec.product}, not {request.product}")
-        if request.plan is not None and request.plan != spec.plan:
+        plan = self.state.changes.plan or spec.plan  # after an upgrade or downgrade, the new plan
+        if request.plan is not None and request.plan != plan:
             raise ValueError(
-                f"not affected: the service's plan is {spec.plan or '(none)'}, not {request.plan}"
+                f"not affected: the service's plan is {plan or '(none)'}, not {request.plan}"
             )
         parse_period(request.period)
         if request.price <= 0:

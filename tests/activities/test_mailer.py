@@ -67,6 +67,7 @@ SAMPLE: dict[str, Any] = {
     "period": "P1Y",
     "notice_number": 2,
     "notices_before_suspension": 3,
+    "plan": "vps-l",
 }
 """A value for every optional fact, so a template can be rendered with any subset of them."""
 

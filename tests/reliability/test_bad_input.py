@@ -47,6 +47,10 @@ UPDATES = [
     "park",
     "unpark",
     "restore",
+    "change_plan",
+    "request_refund",
+    "schedule_provider_deletion",
+    "cancel_provider_deletion",
 ]
 
 nasty_text = st.one_of(
@@ -209,8 +213,14 @@ async def test_an_update_with_a_null_argument_is_refused_not_stuck(env: Workflow
     async with lab(env) as l:
         handle = await l.start(expires_in_days=20)
         try:
-            outcome, message = await call(handle, "billing_details_changed", None)
-            assert outcome == "refused" and message
+            for update in (
+                "billing_details_changed",
+                "change_plan",
+                "request_refund",
+                "schedule_provider_deletion",
+            ):
+                outcome, message = await call(handle, update, None)
+                assert outcome == "refused" and message, update
         finally:
             await finish(handle)
 

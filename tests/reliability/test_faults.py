@@ -28,12 +28,14 @@ from temporalio.testing import WorkflowEnvironment
 from activities.billing import (
     BillingError,
     CancelInvoiceInput,
+    CustomerRefund,
     HeldPayment,
     HoldPaymentInput,
     Invoice,
     IssueInvoiceInput,
     MarkInvoicePaidInput,
     Refund,
+    RefundCustomerInput,
     ReturnPaymentInput,
     SqliteBilling,
 )
@@ -109,6 +111,9 @@ class FaultyBilling:
 
     def return_payment(self, request: ReturnPaymentInput) -> Refund:
         return self.inner.return_payment(request)
+
+    def refund_customer(self, request: RefundCustomerInput) -> CustomerRefund:
+        return self.inner.refund_customer(request)
 
 
 class FaultyMailer:

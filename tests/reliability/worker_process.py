@@ -202,6 +202,9 @@ class PersistentTestNode:
     def reinstall(self, vm_name: str, image: str) -> bool:
         return self.libvirt.reinstall(vm_name, image)
 
+    def resize(self, vm_name: str, vcpus: int | None, memory_mb: int | None) -> bool:
+        return self.libvirt.resize(vm_name, vcpus, memory_mb)
+
     def create_backup(self, vm_name: str, label: str, kind: BackupKind) -> bool:
         return self.libvirt.create_backup(vm_name, label, kind)
 

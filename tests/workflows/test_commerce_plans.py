@@ -1,0 +1,486 @@
+"""SPEC §6 (hostico) on the time-skipping server: upgrades, downgrades, refunds, provider deletion.
+
+Amounts are worked out by hand beside each assertion. The server runs on the real calendar, so a
+prepaid year has 365 days unless it spans a 29 February; the tests that depend on it say both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.testing import WorkflowEnvironment
+
+from policy.commerce import PlanChangeKind
+from policy.payments import InvoicePurpose
+from policy.periods import add_months
+from policy.pricing import round_money
+from starter.accounts import balance
+from starter.commerce import change_plan_request, provider_deletion_request, refund_request
+from tests.workflows.harness import Lab, lab
+from tests.workflows.lifecycle import Handle, at_day, entries, eventually, open_invoice, pay, service, unique
+from workflows.commerce_models import PlanQuoteView, ProviderDeletionCancel
+from workflows.models import BillingDetailsChanged, Customer, ServiceState
+from workflows.subscription import SubscriptionWorkflow
+
+UP, DOWN = PlanChangeKind.UPGRADE, PlanChangeKind.DOWNGRADE
+
+
+def hostico(plan: str, price: str, expires_in_days: int, **more: Any) -> dict[str, Any]:
+    return {
+        "profile": "hostico",
+        "plan": plan,
+        "price": Decimal(price),
+        "expires_in_days": expires_in_days,
+        "customer": Customer(id=unique("cust"), email="ana@example.si", language="en"),
+        **more,
+    }
+
+
+async def change(handle: Handle, plan: str, kind: PlanChangeKind, product: str = "hosting", **kw: Any) -> Any:
+    return await handle.execute_update(
+        SubscriptionWorkflow.change_plan, change_plan_request("hostico", product, plan, kind, **kw)
+    )
+
+
+async def commerce(handle: Handle) -> PlanQuoteView:
+    return await handle.query(SubscriptionWorkflow.commerce)
+
+
+async def refused(handle: Handle, update: Any, argument: Any) -> str:
+    with pytest.raises(WorkflowUpdateFailedError) as failure:
+        await handle.execute_update(update, argument)
+    return str(failure.value.cause)
+
+
+def year_days(d: date) -> int:
+    """Days of the prepaid year that ends on D."""
+    return (d - add_months(d, -12)).days
+
+
+async def continued_as_new(handle: Handle, run_id: str | None) -> None:
+    """Wait for the run after a renewal's continue-as-new: a query sent while it starts can go astray
+    on the time-skipping server (to the closing run) and hang until its RPC timeout."""
+    for _ in range(200):
+        if (await handle.describe()).run_id != run_id:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the workflow never continued as new")
+
+
+async def first_invoice(l: Lab, handle: Handle) -> Any:
+    """D is less than 30 days away: the renewal invoice goes out at once (after the first task)."""
+    await eventually(lambda: l.status(handle), lambda s: s.open_invoice is not None)
+    return await open_invoice(l, handle, InvoicePurpose.RENEWAL)
+
+
+# ---------------------------------------------------------------- upgrades
+
+
+async def test_an_upgrade_is_invoiced_to_the_day_and_switches_the_plan_when_paid(
+    env: WorkflowEnvironment,
+) -> None:
+    """1200 → 2400 a year with 73 days left (today through D): 1200 × 73 / 365 = 240.00."""
+    async with lab(env) as l, service(l, **hostico("hosting-start", "1200.00", 72)) as handle:
+        d = await l.day0(handle)
+        today = d - timedelta(days=72)
+        result = await change(handle, "hosting-standard", UP)
+        expected = Decimal("240.00") if year_days(d) == 365 else Decimal("239.34")  # 1200 × 73 / 366
+        assert result.amount == expected
+        invoice = await open_invoice(l, handle, InvoicePurpose.UPGRADE)
+        assert (invoice.amount, invoice.due_on) == (expected, today + timedelta(days=6))
+        view = await commerce(handle)
+        assert view.pending_upgrade is not None and view.pending_upgrade.void_on == today + timedelta(days=7)
+        assert view.plan == "hosting-start" and (await l.status(handle)).price == Decimal("1200.00")
+
+        await at_day(l, d, -69)
+        outcome = await pay(handle, invoice)
+        assert outcome.result == "applied"
+        status = await l.status(handle)
+        assert (status.price, status.expires_on, status.state) == (Decimal("2400.00"), d, ServiceState.ACTIVE)
+        view = await commerce(handle)
+        assert view.plan == "hosting-standard" and view.pending_upgrade is None
+        assert [(c.kind, c.from_plan, c.to_plan, c.amount) for c in view.changes] == [
+            (UP, "hosting-start", "hosting-standard", expected)
+        ]
+        assert l.platform.plans[status.service_id] == "hosting-standard"
+        assert "plan_changed" in l.mails()
+
+        # The next renewal is priced at the new plan; the expiry date never moved.
+        await at_day(l, d, -29)
+        renewal = await open_invoice(l, handle, InvoicePurpose.RENEWAL)
+        assert renewal.amount == Decimal("2400.00")
+        # The void day passed long ago with the invoice paid: nothing was cancelled.
+        assert entries(await l.journal(handle), "plan_change", action="voided") == []
+
+
+async def test_an_unpaid_upgrade_is_voided_after_7_days_and_the_plan_stays(env: WorkflowEnvironment) -> None:
+    async with lab(env) as l, service(l, **hostico("hosting-start", "1200.00", 100)) as handle:
+        d = await l.day0(handle)
+        today = d - timedelta(days=100)
+        await change(handle, "hosting-premium", UP)
+        invoice = await open_invoice(l, handle, InvoicePurpose.UPGRADE)
+        # 2400 × 101 / 365 = 664.109… → 664.11 (366 days: 662.295… → 662.30)
+        assert invoice.amount == (Decimal("664.11") if year_days(d) == 365 else Decimal("662.30"))
+
+        await at_day(l, d, -94)  # day 6: still open
+        assert (await commerce(handle)).pending_upgrade is not None
+        await at_day(l, d, -92)  # day 8: voided at local midnight of day 7
+        view = await commerce(handle)
+        assert view.pending_upgrade is None and view.plan == "hosting-start"
+        status = await l.status(handle)
+        assert status.price == Decimal("1200.00") and status.expires_on == d
+        voided = next(i for i in status.invoices if i.variable_symbol == invoice.variable_symbol)
+        assert (voided.status, voided.cancel_reason) == ("cancelled", "upgrade not paid in time")
+        [line] = entries(await l.journal(handle), "plan_change", action="voided")
+        assert l.clock.today(line.at) == today + timedelta(days=7)
+        assert "upgrade_voided" in l.mails()
+        # Paying the voided invoice now switches nothing: the payment is held for the billing department.
+        outcome = await pay(handle, invoice)
+        assert outcome.result == "held"
+        assert (await commerce(handle)).plan == "hosting-start"
+
+
+async def test_a_renewal_paid_while_an_upgrade_waits_voids_the_upgrade(env: WorkflowEnvironment) -> None:
+    """The upgrade's price covered the period that just ended; the renewed year was paid at the old
+    price. The workflow continues as new after the renewal and the restarted timer voids it at once."""
+    async with lab(env) as l, service(l, **hostico("hosting-start", "1200.00", 20)) as handle:
+        d = await l.day0(handle)
+        renewal = await first_invoice(l, handle)
+        await change(handle, "hosting-standard", UP)
+        upgrade = await open_invoice(l, handle, InvoicePurpose.UPGRADE)
+        # The plan has not switched yet, so the renewal invoice stays at the old price.
+        assert renewal.amount == Decimal("1200.00")
+        run_id = (await handle.describe()).run_id
+        await pay(handle, renewal)
+        await continued_as_new(handle, run_id)
+        await eventually(lambda: commerce(handle), lambda v: v.pending_upgrade is None)
+        status = await l.status(handle)
+        assert status.renewals == 1 and status.price == Decimal("1200.00")
+        voided = next(i for i in status.invoices if i.variable_symbol == upgrade.variable_symbol)
+        assert (voided.status, voided.cancel_reason) == (
+            "cancelled",
+            "the service renewed before the upgrade was paid",
+        )
+        [line] = entries(await l.journal(handle), "plan_change", action="voided")
+        assert l.clock.today(line.at) == d - timedelta(days=20)
+        assert (await commerce(handle)).plan == "hosting-start"
+        # Asked again, the difference covers the whole renewed year: 1200 × (20 + 365 or 366 days) / …
+        result = await change(handle, "hosting-standard", UP)
+        quote = (await commerce(handle)).pending_upgrade
+        assert quote is not None and quote.quote.expires_on == status.expires_on
+        assert result.amount == round_money(
+            Decimal(1200) * quote.quote.days_remaining / quote.quote.days_in_period
+        )
+
+
+async def test_upgrade_paid_inside_the_invoice_window_reprices_the_open_renewal(
+    env: WorkflowEnvironment,
+) -> None:
+    """With the renewal invoice already out, the switch re-issues it at the new plan's price."""
+    async with lab(env) as l, service(l, **hostico("hosting-start", "1200.00", 20)) as handle:
+        renewal = await first_invoice(l, handle)
+        await change(handle, "hosting-standard", UP)
+        await pay(handle, await open_invoice(l, handle, InvoicePurpose.UPGRADE))
+        reissued = await open_invoice(l, handle, InvoicePurpose.RENEWAL)
+        assert reissued.variable_symbol != renewal.variable_symbol
+        assert (reissued.amount, reissued.due_on) == (Decimal("2400.00"), renewal.due_on)
+
+
+# ---------------------------------------------------------------- downgrades and the 60-day window
+
+
+async def test_a_downgrade_credits_whole_months_and_a_second_change_pays_the_support_hour(
+    env: WorkflowEnvironment,
+) -> None:
+    """3600 → 2400 with 72 days to D: 2 whole months (never 3: those are at least 89 days).
+    Credit 2 × (3600 − 2400) / 12 = 200.00. A second change within 60 days: fee 1 h × 600.00."""
+    spec = hostico("hosting-premium", "3600.00", 72)
+    async with lab(env) as l, service(l, **spec) as handle:
+        d = await l.day0(handle)
+        result = await change(handle, "hosting-standard", DOWN)
+        assert result.amount == Decimal("200.00") and "2 whole month" in result.message
+        status = await l.status(handle)
+        assert (status.price, status.expires_on) == (Decimal("2400.00"), d)
+        found = await balance(env.client, spec["customer"].id)
+        assert found is not None and found.balance == Decimal("200.00")
+        assert l.platform.plans[status.service_id] == "hosting-standard"
+
+        await at_day(l, d, -41)  # 31 days later: inside the 60-day window
+        # Upgrade back: 1200 × 42 / 365 = 138.082… plus the 600.00 fee, rounded once: 738.08.
+        result = await change(handle, "hosting-premium", UP)
+        assert result.amount == (Decimal("738.08") if year_days(d) == 365 else Decimal("737.70"))
+        await pay(handle, await open_invoice(l, handle, InvoicePurpose.UPGRADE))
+        assert (await l.status(handle)).price == Decimal("3600.00")
+
+        await at_day(l, d, -20)  # 21 days after the last change: a downgrade now also pays the fee
+        result = await change(handle, "hosting-start", DOWN)
+        # Less than a whole month left: no credit. The fee is its own invoice, not netted.
+        fee = await open_invoice(l, handle, InvoicePurpose.PLAN_CHANGE_FEE)
+        assert (fee.amount, result.variable_symbol) == (Decimal("600.00"), fee.variable_symbol)
+        found = await balance(env.client, spec["customer"].id)
+        assert found is not None and found.balance == Decimal("200.00")
+        # Paying the fee renews nothing.
+        await pay(handle, fee)
+        status = await l.status(handle)
+        assert (status.expires_on, status.renewals, status.price) == (d, 0, Decimal("1200.00"))
+        renewal = await open_invoice(l, handle, InvoicePurpose.RENEWAL)
+        assert renewal.amount == Decimal("1200.00")
+
+
+async def test_a_change_60_days_after_the_last_is_free_again(env: WorkflowEnvironment) -> None:
+    async with lab(env) as l, service(l, **hostico("hosting-standard", "2400.00", 200)) as handle:
+        d = await l.day0(handle)
+        await change(handle, "hosting-start", DOWN)
+        await at_day(l, d, -140)  # 60 days later
+        result = await change(handle, "hosting-standard", UP)
+        invoice = await open_invoice(l, handle, InvoicePurpose.UPGRADE)
+        # 1200 × 141 / 365 = 463.561… → 463.56, no fee (366 days: 462.295… → 462.30)
+        assert (
+            invoice.amount
+            == result.amount
+            == (Decimal("463.56") if year_days(d) == 365 else Decimal("462.30"))
+        )
+
+
+async def test_a_vps_plan_change_resizes_the_vm_and_tells_the_platform(env: WorkflowEnvironment) -> None:
+    """Monthly VPS: 3600/12 × 1.1 = 330.00 a month on vps-s, 660.00 on vps-m; a month has 28-31 days."""
+    spec = hostico("vps-s", "330.00", 20, product="vps", period="P1M")
+    async with lab(env) as l, service(l, **spec) as handle:
+        d = await l.day0(handle)
+        await change(handle, "vps-m", UP, product="vps")
+        invoice = await open_invoice(l, handle, InvoicePurpose.UPGRADE)
+        days = (await commerce(handle)).pending_upgrade
+        assert days is not None
+        quote = days.quote
+        assert (quote.old_price, quote.new_price, quote.days_remaining) == (
+            Decimal("330.00"),
+            Decimal("660.00"),
+            21,
+        )
+        assert invoice.amount == round_money(Decimal(330) * 21 / quote.days_in_period)
+        await pay(handle, invoice)
+        status = await l.status(handle)
+        assert (status.price, status.expires_on) == (Decimal("660.00"), d)
+        assert l.platform.plans[status.service_id] == "vps-m"
+        assert ("change_plan", status.service_id) in l.platform.calls
+        # vps-m: 2 vCPUs and 4096 MiB on the node, through the node's own task queue.
+        assert l.hypervisor.sizes[status.service_id] == (2, 4096)
+        [resize] = entries(await l.journal(handle), "hypervisor", action="resize")
+        assert (resize.data["vcpus"], resize.data["memory_mb"]) == (2, 4096)
+
+
+async def test_plan_changes_refused_with_the_reason(env: WorkflowEnvironment) -> None:
+    async with lab(env) as l, service(l, **hostico("hosting-standard", "2400.00", 100)) as handle:
+        update = SubscriptionWorkflow.change_plan
+        assert "already on plan hosting-standard" in await refused(
+            handle, update, change_plan_request("hostico", "hosting", "hosting-standard", UP)
+        )
+        assert "that is a downgrade" in await refused(
+            handle, update, change_plan_request("hostico", "hosting", "hosting-start", UP)
+        )
+        bad = change_plan_request("hostico", "vps", "vps-l", UP)
+        assert "stays within the product" in await refused(handle, update, bad)
+        with pytest.raises(ValueError, match="vps-l is a plan of vps"):
+            change_plan_request("hostico", "hosting", "vps-l", UP)
+        wrong_profile = change_plan_request("default", "hosting", "hosting-premium", UP)
+        assert "profile 'default'" in await refused(handle, update, wrong_profile)
+        await change(handle, "hosting-premium", UP)
+        assert "waits for payment" in await refused(
+            handle, update, change_plan_request("hostico", "hosting", "hosting-start", DOWN)
+        )
+        assert (
+            entries(await l.journal(handle), "plan_change", action="requested")[-1].data["to"]
+            == "hosting-premium"
+        )
+
+    async with lab(env) as l, service(l, product="hosting", plan="hosting-start") as handle:
+        assert "not offered in profile 'default'" in await refused(
+            handle,
+            SubscriptionWorkflow.change_plan,
+            change_plan_request("default", "hosting", "hosting-standard", UP),
+        )
+
+    async with lab(env) as l, service(l, **hostico(None, "1200.00", 100)) as handle:  # type: ignore[arg-type]
+        assert "no plan on record" in await refused(
+            handle,
+            SubscriptionWorkflow.change_plan,
+            change_plan_request("hostico", "hosting", "hosting-standard", UP),
+        )
+        result = await change(handle, "hosting-standard", UP, current_plan="hosting-start")
+        assert result.variable_symbol is not None
+
+
+# ---------------------------------------------------------------- refunds
+
+
+async def test_a_full_refund_within_30_days_minus_migration_hours_ends_the_service(
+    env: WorkflowEnvironment,
+) -> None:
+    """Activated today, asked on day 10: 1200.00 − 1 h × 600.00 of migration = 600.00."""
+    async with lab(env) as l, service(l, **hostico("hosting-start", "1200.00", 200)) as handle:
+        d = await l.day0(handle)
+        await at_day(l, d, -190)
+        dry = await handle.execute_update(
+            SubscriptionWorkflow.request_refund, refund_request("hostico", Decimal("1"), dry_run=True)
+        )
+        assert dry.amount == Decimal("600.00") and (await l.status(handle)).state is ServiceState.ACTIVE
+        result = await handle.execute_update(
+            SubscriptionWorkflow.request_refund, refund_request("hostico", Decimal("1"))
+        )
+        assert result.amount == Decimal("600.00")
+        [refund] = l.billing.customer_refunds()
+        assert (refund.amount, refund.service_id, refund.currency) == (
+            Decimal("600.00"),
+            (await l.status(handle)).service_id,
+            "CZK",
+        )
+        assert refund.pay_by is not None and refund.pay_by >= l.clock.today(await l.now()) + timedelta(
+            days=15
+        )
+        [line] = entries(await l.journal(handle), "refund")
+        assert (line.data["full"], line.data["gross"], line.data["migration"]) == (True, "1200.00", "600.00")
+        status = await eventually(lambda: l.status(handle), lambda s: s.state is ServiceState.CLOSED)
+        assert status.state is ServiceState.CLOSED
+        assert {"refund_granted", "service_deleted"} <= set(l.mails())
+        assert "restore_offer" not in l.mails()
+
+
+async def test_a_service_handed_over_keeps_its_activation_day(env: WorkflowEnvironment) -> None:
+    """Activated 40 days before hostlife got it: no full refund, the whole months left instead.
+    D is 100 days away (101 with today): 3 whole months (at most 92 days) of 1200.00 = 300.00."""
+    async with lab(env) as l:
+        today = l.today(await l.now())
+        spec = hostico("hosting-start", "1200.00", 100, activated_on=today - timedelta(days=40))
+        async with service(l, **spec) as handle:
+            dry = await handle.execute_update(
+                SubscriptionWorkflow.request_refund, refund_request("hostico", dry_run=True)
+            )
+            assert dry.amount == Decimal("300.00") and "3 remaining whole prepaid month(s)" in dry.message
+            assert (await commerce(handle)).activated_on == today - timedelta(days=40)
+
+
+async def test_billing_details_changed_reissues_a_waiting_upgrade_and_the_new_vs_switches(
+    env: WorkflowEnvironment,
+) -> None:
+    async with lab(env) as l, service(l, **hostico("hosting-start", "1200.00", 100)) as handle:
+        await change(handle, "hosting-standard", UP)
+        old = await open_invoice(l, handle, InvoicePurpose.UPGRADE)
+        await handle.execute_update(SubscriptionWorkflow.billing_details_changed, BillingDetailsChanged())
+        new = await open_invoice(l, handle, InvoicePurpose.UPGRADE)
+        assert new.variable_symbol != old.variable_symbol and new.amount == old.amount
+        pending = (await commerce(handle)).pending_upgrade
+        assert pending is not None and pending.variable_symbol == new.variable_symbol
+        assert (await pay(handle, old)).result == "held"
+        assert (await pay(handle, new)).result == "applied"
+        assert (await commerce(handle)).plan == "hosting-standard"
+
+
+async def test_a_later_refund_pays_the_whole_months_left_minus_unpaid_proformas(
+    env: WorkflowEnvironment,
+) -> None:
+    """Day 60 of the service, 71 days to D (with today): 2 whole months (3 need at least 89 days) of
+    1200.00 a year = 200.00. An open plan-change fee of 600.00 is deducted first, which leaves nothing
+    (refused, saying why); once the fee is paid the refund is 200.00. The renewal invoice is not
+    deducted: its period never comes."""
+    spec = hostico("hosting-premium", "3600.00", 130)
+    async with lab(env) as l, service(l, **spec) as handle:
+        d = await l.day0(handle)
+        await change(handle, "hosting-standard", DOWN)  # free; credit months × 100
+        await at_day(l, d, -91)  # day 39
+        await change(handle, "hosting-start", DOWN)  # second within 60 days: fee 600.00 open
+        fee = await open_invoice(l, handle, InvoicePurpose.PLAN_CHANGE_FEE)
+        assert fee.amount == Decimal("600.00")
+        today = await at_day(l, d, -70)  # day 60: outside the full-refund window
+        assert (d - today).days + 1 == 71
+        quote = await handle.execute_update(
+            SubscriptionWorkflow.request_refund, refund_request("hostico", dry_run=True)
+        )
+        # 2 × 1200 / 12 = 200.00 − 600.00 fee: the deductions exceed the refund.
+        assert quote.message.startswith("no refund: deductions 600.00 exceed the refund 200.00")
+        assert "no refund: deductions" in await refused(
+            handle, SubscriptionWorkflow.request_refund, refund_request("hostico")
+        )
+        await pay(handle, fee)
+        result = await handle.execute_update(SubscriptionWorkflow.request_refund, refund_request("hostico"))
+        assert result.amount == Decimal("200.00")
+        status = await l.status(handle)
+        assert status.state in (ServiceState.DELETED, ServiceState.CLOSED)
+        [line] = entries(await l.journal(handle), "refund")
+        assert (line.data["full"], line.data["months"], line.data["proformas"]) == (False, 2, "0.00")
+
+
+async def test_refunds_refused_for_domains_tos_suspensions_and_other_profiles(
+    env: WorkflowEnvironment,
+) -> None:
+    async with lab(env) as l:
+        async with service(l, **hostico("hosting-start", "1200.00", 100)) as handle:
+            from workflows.models import SuspendRequest
+
+            await handle.execute_update(SubscriptionWorkflow.suspend_for_abuse, SuspendRequest(reason="tos"))
+            assert "breach of the terms" in await refused(
+                handle, SubscriptionWorkflow.request_refund, refund_request("hostico")
+            )
+        async with service(
+            l, product="domain", name=f"{unique('d')}.com", profile="hostico", price=Decimal("300.00")
+        ) as handle:
+            assert "never refunded" in await refused(
+                handle, SubscriptionWorkflow.request_refund, refund_request("hostico")
+            )
+        async with service(l, product="hosting") as handle:
+            assert "not offered in profile 'default'" in await refused(
+                handle, SubscriptionWorkflow.request_refund, refund_request("default")
+            )
+        assert l.billing.customer_refunds() == []
+
+
+# ---------------------------------------------------------------- provider deletion
+
+
+async def test_provider_deletion_after_15_days_notice(env: WorkflowEnvironment) -> None:
+    async with lab(env) as l, service(l, **hostico("hosting-start", "1200.00", 200)) as handle:
+        d = await l.day0(handle)
+        today = d - timedelta(days=200)
+        result = await handle.execute_update(
+            SubscriptionWorkflow.schedule_provider_deletion, provider_deletion_request("hostico", "tos")
+        )
+        assert str(today + timedelta(days=15)) in result.message
+        assert "provider_deletion_notice" in l.mails()
+        assert "already announced" in await refused(
+            handle,
+            SubscriptionWorkflow.schedule_provider_deletion,
+            provider_deletion_request("hostico", "again"),
+        )
+        await at_day(l, d, -186)  # day 14
+        assert (await l.status(handle)).state is ServiceState.ACTIVE
+        await at_day(l, d, -184)  # day 16
+        status = await l.status(handle)
+        assert status.state in (ServiceState.DELETED, ServiceState.CLOSED)
+        [line] = entries(await l.journal(handle), "provider_deletion", action="deleted")
+        assert l.clock.today(line.at) == today + timedelta(days=15)
+        assert "service_deleted" in l.mails()
+
+
+async def test_ops_can_withdraw_the_notice(env: WorkflowEnvironment) -> None:
+    async with lab(env) as l, service(l, **hostico("hosting-start", "1200.00", 200)) as handle:
+        d = await l.day0(handle)
+        await handle.execute_update(
+            SubscriptionWorkflow.schedule_provider_deletion, provider_deletion_request("hostico", "tos")
+        )
+        await at_day(l, d, -195)
+        await handle.execute_update(SubscriptionWorkflow.cancel_provider_deletion, ProviderDeletionCancel())
+        assert "no deletion is announced" in await refused(
+            handle, SubscriptionWorkflow.cancel_provider_deletion, ProviderDeletionCancel()
+        )
+        await at_day(l, d, -180)
+        assert (await l.status(handle)).state is ServiceState.ACTIVE
+        assert "provider_deletion_cancelled" in l.mails()
+        assert (await commerce(handle)).provider_deletion is None
+    async with lab(env) as l, service(l, product="hosting") as handle:
+        assert "does not delete accounts on notice" in await refused(
+            handle, SubscriptionWorkflow.schedule_provider_deletion, provider_deletion_request("default", "x")
+        )
