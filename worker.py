@@ -96,6 +96,7 @@ def lifecycle_activities(adapters: Adapters, client: Client, task_queue: str) ->
         platform.delete_service,
         platform.purge_backups,
         platform.restore_service,
+        platform.restore_mail,
         registrar.renew_domain,
         registrar.restore_domain,
         accounts.debit_credit,
@@ -120,6 +121,9 @@ def node_activities(hypervisor: Hypervisor) -> list[Any]:
         vm.delete_vm_backup,
         vm.rotate_vm_backups,
         vm.list_vm_backups,
+        vm.keep_provider_backup,
+        vm.purge_provider_backup,
+        vm.restore_provider_backup,
     ]
 
 

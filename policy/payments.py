@@ -21,6 +21,7 @@ class InvoicePurpose(StrEnum):
     RESTORE = "restore"
     REDEMPTION = "redemption"
     UNBLOCK_FEE = "unblock_fee"
+    MAIL_RESTORE = "mail_restore"
 
 
 class InvoiceState(StrEnum):
@@ -76,6 +77,7 @@ def decide_payment(
         in (
             InvoicePurpose.RESTORE,
             InvoicePurpose.REDEMPTION,
+            InvoicePurpose.MAIL_RESTORE,
         )
     )
     if service_gone and not restore_open:
