@@ -442,6 +442,7 @@ class LibvirtHypervisor:
             assert volume_xml is not None  # written by _plan_reinstall
             self._delete_volume(self._lookup_volume(conn, pool.name(), volume_xml.findtext("name", "")))
             pool.createXMLFrom(ET.tostring(volume_xml, encoding="unicode"), template, 0)
+            heartbeat({"vm": vm_name, "reinstalled": image})
             self._set_metadata(dom, REINSTALL_NAMESPACE, None)
             if plan.get("was-running") == "1" and not self._is_parked(dom):
                 dom.create()
@@ -551,6 +552,7 @@ class LibvirtHypervisor:
                         0,
                     )
                 volumes.append(f"{pool.name()}/{name}")
+                heartbeat({"vm": vm_name, "backup": label, "disk": disk.target})
             backup = VmBackup(
                 label=label, kind=kind, created_at=self._now(), snapshot=snapshot, volumes=volumes
             )

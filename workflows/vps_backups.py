@@ -24,6 +24,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.hypervisor import (
+        COPY_TIMEOUTS,
         BackupKind,
         HypervisorActivities,
         RotateVmBackupsInput,
@@ -51,6 +52,7 @@ USAGE_LIMIT = 400
 
 BACKUP_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": timedelta(minutes=30),
+    "heartbeat_timeout": COPY_TIMEOUTS.heartbeat,  # a beat per disk copied: a hung node is noticed
     "retry_policy": RetryPolicy(
         maximum_interval=timedelta(minutes=10), non_retryable_error_types=["VmNotFound", "InvalidRequest"]
     ),
