@@ -5,6 +5,7 @@
     hostlife service start|show|list      hand services over, read one, find many (starter/cli_services.py)
     hostlife pay|cancel|suspend|...       change one service through its updates (starter/cli_commands.py)
     hostlife held-payments list|resolve   what waits for the billing department (starter/cli_billing.py)
+    hostlife vps start|stop|restart|reinstall|backup|restore|restore-mail   VPS support and backups (cli_vps.py)
     hostlife simulate SCENARIO.json       a scenario on the time-skipping server (shared/SIMULATOR.md)
 
 Every read command takes `--json`. Every error is one line on stderr with a non-zero exit
@@ -22,7 +23,7 @@ from typing import Annotated
 
 import typer
 
-from starter import cli_commands, cli_reconcile
+from starter import cli_commands, cli_reconcile, cli_vps
 from starter.cli_billing import held_app
 from starter.cli_common import OPTIONS, OneLineErrors, fail
 from starter.cli_services import service_app
@@ -38,6 +39,7 @@ app.add_typer(service_app, name="service")
 app.add_typer(held_app, name="held-payments")
 cli_reconcile.register(app)
 cli_commands.register(app)
+cli_vps.register(app)
 
 
 @app.callback()
