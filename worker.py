@@ -102,6 +102,8 @@ def lifecycle_activities(adapters: Adapters, client: Client, task_queue: str) ->
         accounts.debit_credit,
         storage.charge_iso_storage,
         storage.warn_iso_storage_unpaid,
+        storage.charge_backup_storage,
+        storage.warn_backup_storage_unpaid,
     ]
 
 

@@ -118,6 +118,8 @@ class VmBackup(BaseModel):
     """Snapshot taken first because the server was running; None for a stopped server."""
     volumes: list[str] = []
     """Backup copies as `pool/volume`."""
+    size_bytes: int = 0
+    """Data the backup holds (the disks' allocation when taken): what backup storage is billed on."""
 
 
 class VmBackupInput(BaseModel):
@@ -133,6 +135,7 @@ class VmBackupInput(BaseModel):
 class VmBackupResult(BaseModel):
     label: str
     changed: bool
+    size_bytes: int = 0
 
 
 class RotateVmBackupsInput(BaseModel):
@@ -242,6 +245,7 @@ class RecordingHypervisor:
         self.backups: dict[str, list[VmBackup]] = {}
         self.images: dict[str, str] = {}
         self.provider_backups: dict[str, list[str]] = {}
+        self.backup_size_bytes = 2**30
         self.restored: dict[str, str] = {}
 
     def _record(self, action: str, vm_name: str) -> None:
@@ -306,6 +310,7 @@ class RecordingHypervisor:
                 created_at=datetime.now(UTC),
                 snapshot=f"backup-{label}" if running else None,
                 volumes=[f"default/{vm_name}.backup.{label}.vda"],
+                size_bytes=self.backup_size_bytes,
             )
         )
         return True
@@ -441,6 +446,8 @@ class HypervisorActivities:
             request.vm_name,
             lambda: self.hypervisor.create_backup(request.vm_name, request.label, request.kind),
         )
+        taken = self._call(request.vm_name, lambda: self.hypervisor.list_backups(request.vm_name))
+        size = next((b.size_bytes for b in taken if b.label == request.label), 0)
         activity.logger.info(
             "vm backup created",
             extra={
@@ -450,7 +457,7 @@ class HypervisorActivities:
                 "changed": changed,
             },
         )
-        return VmBackupResult(label=request.label, changed=changed)
+        return VmBackupResult(label=request.label, changed=changed, size_bytes=size)
 
     @activity.defn
     def delete_vm_backup(self, request: VmBackupInput) -> VmBackupResult:

@@ -486,6 +486,7 @@ class LibvirtHypervisor:
                 created_at=datetime.fromisoformat(entry.get("created", "")),
                 snapshot=entry.get("snapshot") or None,
                 volumes=[volume.get("name", "") for volume in entry.iterfind("volume")],
+                size_bytes=int(entry.get("size", "0")),
             )
             for entry in index.iterfind("backup")
         ]
@@ -503,6 +504,7 @@ class LibvirtHypervisor:
             )
             if backup.snapshot:
                 entry.set("snapshot", backup.snapshot)
+            entry.set("size", str(backup.size_bytes))
             for volume in backup.volumes:
                 ET.SubElement(entry, "volume", {"name": volume})
         self._set_metadata(dom, BACKUPS_NAMESPACE, index)
@@ -537,10 +539,12 @@ class LibvirtHypervisor:
                         0,
                     )
             volumes = []
+            size = 0
             for disk in self._disks(dom):
                 if disk.volume is None:
                     log.warning("disk outside storage pools not backed up", vm=vm_name, source=disk.source)
                     continue
+                size += int(disk.volume.info()[2])  # allocation: the data, not the disk's capacity
                 pool = disk.volume.storagePoolLookupByVolume()
                 name = f"{vm_name}.backup.{label}.{disk.target}"
                 if self._lookup_volume(self.connection(), pool.name(), name) is None:
@@ -554,7 +558,7 @@ class LibvirtHypervisor:
                 volumes.append(f"{pool.name()}/{name}")
                 heartbeat({"vm": vm_name, "backup": label, "disk": disk.target})
             backup = VmBackup(
-                label=label, kind=kind, created_at=self._now(), snapshot=snapshot, volumes=volumes
+                label=label, kind=kind, created_at=self._now(), snapshot=snapshot, volumes=volumes, size_bytes=size
             )
             self._write_backups(dom, [*backups, backup])
             log.info("vm backup created", vm=vm_name, label=label, kind=kind.value, snapshot=snapshot)

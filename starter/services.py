@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 from functools import cache
 
 from temporalio.client import Client, WorkflowHandle
@@ -80,19 +81,30 @@ async def start_service(
         ),
     )
     if spec.backup_rotation:
-        await start_vps_backups(client, spec, start.clock, task_queue)
+        await start_vps_backups(
+            client, spec, start.clock, task_queue, price_per_gib_month=start.terms.backup_storage_price_per_gib_month
+        )
     return handle
 
 
 async def start_vps_backups(
-    client: Client, spec: ServiceSpec, clock: Clock, task_queue: str = TASK_QUEUE
+    client: Client,
+    spec: ServiceSpec,
+    clock: Clock,
+    task_queue: str = TASK_QUEUE,
+    price_per_gib_month: Decimal = Decimal("0.00"),
 ) -> None:
     """Automatic daily backups of a VPS in a 3- or 7-day rotation, as their own durable workflow."""
     await client.start_workflow(
         VpsBackupsWorkflow.run,
         VpsBackupsInput(
             config=VpsBackupsConfig(
-                service_id=spec.service_id, node=spec.node, vm_name=spec.name or spec.service_id, clock=clock
+                service_id=spec.service_id,
+                node=spec.node,
+                vm_name=spec.name or spec.service_id,
+                clock=clock,
+                customer_id=spec.customer.id,
+                price_per_gib_month=price_per_gib_month,
             ),
             rotation=spec.backup_rotation,
         ),

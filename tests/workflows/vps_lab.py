@@ -134,7 +134,12 @@ async def vps_lab(
                 env.client,
                 task_queue=vps_task_queue,
                 workflows=list(VPS_WORKFLOWS),
-                activities=[vps_storage.charge_iso_storage, vps_storage.warn_iso_storage_unpaid],
+                activities=[
+                    vps_storage.charge_iso_storage,
+                    vps_storage.warn_iso_storage_unpaid,
+                    vps_storage.charge_backup_storage,
+                    vps_storage.warn_backup_storage_unpaid,
+                ],
                 activity_executor=executor,
             )
         )
