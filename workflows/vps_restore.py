@@ -157,7 +157,7 @@ class VpsRestoreMixin:
         if target is None:
             raise ValueError(
                 f"a {title} is restored only onto a newly ordered and paid server of the same or higher "
-                "tier: name it (onto)"
+                "tier: name it (hostlife vps restore SERVICE --onto NEW)"
             )
         if state.restored_onto is not None:
             raise ValueError(f"the provider backup was already restored onto {state.restored_onto}")
