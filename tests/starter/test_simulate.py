@@ -77,7 +77,13 @@ def test_vps_never_paid_is_closed_on_schedule() -> None:
     # D = day 20: blocked D+1, deleted D+31, backup purged 14 days later.
     assert states == [(0, "active"), (21, "blocked"), (51, "deleted"), (65, "closed")]
     hypervisor = [(line["day"], line["action"]) for line in lines if line["kind"] == "hypervisor"]
-    assert hypervisor == [(21, "power_off"), (51, "delete")]
+    # The provider backup is copied on the node before the delete and purged there 14 days later.
+    assert hypervisor == [
+        (21, "power_off"),
+        (51, "keep_provider_backup"),
+        (51, "delete"),
+        (65, "purge_provider_backup"),
+    ]
 
 
 def test_stale_and_wrong_payments_are_held_and_a_duplicate_is_applied_once() -> None:
