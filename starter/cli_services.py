@@ -10,6 +10,7 @@
 | `email`, `language`, `customer_name` | the customer's contact (flat form) |
 | `product`, `price`, `period`, `expires_on` | as the flags of the same name |
 | `name`, `profile`, `node` | domain name or label, policy profile, hypervisor node |
+| `tier` | VPS/APS plan of the catalog's `tiers` (S, M, L, XL): restore needs the same or higher |
 | `subservers` | list (JSON) or `;`-separated (CSV) |
 | `auto_renew` | true/false |
 
@@ -167,6 +168,7 @@ def service_start(
     profile: Annotated[str, typer.Option(help="policy profile")] = "default",
     language: Annotated[str, typer.Option(help="customer language (cs, en)")] = "cs",
     node: Annotated[str, typer.Option(help="hypervisor node of a VPS")] = "node-1",
+    tier: Annotated[str | None, typer.Option(help="VPS/APS plan (S, M, L, XL)")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Hand one service (flags) or many (--file) to hostlife."""
@@ -200,6 +202,7 @@ def service_start(
             "name": name,
             "profile": profile,
             "node": node,
+            "tier": tier,
         }
         try:
             specs = [checked(lambda: spec_from_row(row, catalog))]

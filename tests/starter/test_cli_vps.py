@@ -112,3 +112,12 @@ def test_restore_a_deleted_vps_onto_a_new_one_and_its_mail(dev_stack: DevStack) 
         hostlife(dev_stack, "vps", "restore-mail", old, "Bad Domain", "--onto", new)
     )
     eventually(lambda: len([i for i in dev_stack.status(old).invoices if i.status.value == "open"]) == 2)
+
+
+def test_service_start_takes_a_vps_tier_and_refuses_an_unknown_one(dev_stack: DevStack) -> None:
+    common = ("service", "start", "--customer", "c-tier", "--email", "jana@example.cz", "--product", "vps")
+    common += ("--price", "3600.00", "--expires-on", "2031-01-31", "--node", dev_stack.node)
+    ok(dev_stack, *common, "--id", f"tier-{dev_stack.node}", "--tier", "L")
+    assert dev_stack.status(f"tier-{dev_stack.node}").tier == "L"
+    line = error_line(hostlife(dev_stack, *common, "--id", f"tier-x-{dev_stack.node}", "--tier", "XXL"), 2)
+    assert "VPS has no tier 'XXL'; tiers: S, M, L, XL" in line
