@@ -37,6 +37,7 @@ from policy.periods import parse_period
 from starter.accounts import balance, statement, top_up
 from starter.services import start_service
 from starter.temporal_setup import installed_binary, quiet_runtime, register_search_attributes
+from starter.vps_restore import RestoreRefused, restore_target
 from worker import Adapters, build_workers
 from workflows import service_workflow_id
 from workflows.account_models import MovementKind
@@ -103,6 +104,7 @@ class ScenarioService(BaseModel):
     node: str = "node-1"
     parking_price: Money | None = None
     first_licence: bool = False
+    tier: str | None = None
 
     @field_validator("period")
     @classmethod
@@ -135,6 +137,8 @@ class ScenarioEvent(BaseModel):
     severe: bool = False
     days: int | None = Field(default=None, ge=1, le=365)
     by_support: bool = False
+    onto: str | None = None
+    """restore of a deleted VPS/APS: the newly ordered service its provider backup goes onto."""
 
     @model_validator(mode="after")
     def _fields_for_type(self) -> ScenarioEvent:
@@ -279,6 +283,7 @@ class Simulation:
                 auto_renew=service.auto_renew,
                 parking_price=service.parking_price,
                 first_licence=service.first_licence,
+                tier=service.tier,
             )
             handle = await start_service(self.env.client, spec, clock=self.clock, task_queue=self.task_queue)
             self.first_run_ids[service.id] = handle.first_execution_run_id or ""
@@ -308,6 +313,14 @@ class Simulation:
                         await self.command(
                             event, service.id, at, "billing_details_changed", BillingDetailsChanged()
                         )
+            elif event.type == "restore" and event.onto:
+                assert event.service is not None
+                try:
+                    target = await restore_target(self.env.client, event.onto)
+                except RestoreRefused as exc:
+                    self.note(at, event, "rejected", str(exc))
+                    return
+                await self.command(event, event.service, at, "restore", RestoreRequest(onto=target))
             else:
                 assert event.service is not None
                 await self.command(event, event.service, at, *self.update_for(event))
