@@ -81,7 +81,11 @@ async def request_vps_restore(client: Client, service_id: str, onto: str, note: 
 async def request_mail_restore(
     client: Client, service_id: str, domains: list[str], onto: str
 ) -> CommandResult:
-    """Invoice the mail restore of `domains` (fee per domain) from the deleted VPS's provider backup."""
+    """Invoice the mail restore of `domains` (fee per domain) from the deleted VPS's provider backup,
+    into a service of the same customer (never into someone else's mail space)."""
+    source, target = await _status(client, service_id), await _status(client, onto)
+    if target.customer_id != source.customer_id:
+        raise RestoreRefused(f"{onto} belongs to another customer")
     handle = client.get_workflow_handle_for(SubscriptionWorkflow.run, service_workflow_id(service_id))
     try:
         return await handle.execute_update(

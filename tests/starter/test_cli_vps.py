@@ -111,6 +111,13 @@ def test_restore_a_deleted_vps_onto_a_new_one_and_its_mail(dev_stack: DevStack) 
     assert "not domain names" in error_line(
         hostlife(dev_stack, "vps", "restore-mail", old, "Bad Domain", "--onto", new)
     )
+    stranger = dev_stack.start(300, product="vps", price=Decimal("330.00"), period="P1M", tier="L")
+    assert error_line(hostlife(dev_stack, "vps", "restore-mail", old, "example.cz", "--onto", stranger)) == (
+        f"error: refused: {stranger} belongs to another customer"
+    )
+    assert f"{stranger} belongs to another customer" in error_line(
+        hostlife(dev_stack, "vps", "restore", old, "--onto", stranger)
+    )
     eventually(lambda: len([i for i in dev_stack.status(old).invoices if i.status.value == "open"]) == 2)
 
 
