@@ -24,7 +24,7 @@ from activities.libvirt_node import RESTORE_NAMESPACE
 from policy.payments import InvoicePurpose
 from starter.vps_restore import RestoreRefused, request_mail_restore, request_vps_restore, restore_target
 from tests.workflows.vps_lab import Handle, Node, VpsLab, at_day, eventually, vps_lab, vps_service
-from workflows.models import JournalEntry, RestoreRequest, ServiceStatus
+from workflows.models import CancelRequest, JournalEntry, RestoreRequest, ServiceStatus, SuspendRequest
 from workflows.subscription import SubscriptionWorkflow
 
 GIB = 2**30
@@ -222,3 +222,38 @@ async def test_restore_is_refused_unpaid_target_missing_target_and_after_the_pur
             )
             with pytest.raises((WorkflowUpdateFailedError, RPCError)):  # closed: nothing to restore
                 await old.execute_update(SubscriptionWorkflow.restore, RestoreRequest(onto=paid))
+
+
+async def test_a_cancelled_vps_keeps_its_provider_backup_a_severe_abuse_deletion_does_not(
+    env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    async with vps_lab(env, tmp_path) as v:
+        node = next(iter(v.nodes.values()))
+        async with vps_service(v, node, "vps-a") as cancelled, vps_service(v, node, "vps-b") as abusive:
+            cancelled_id = (await status(cancelled)).service_id
+            d = (await status(cancelled)).expires_on
+            await cancelled.execute_update(
+                SubscriptionWorkflow.cancel, CancelRequest(on=d - timedelta(days=20))
+            )
+            await abusive.execute_update(
+                SubscriptionWorkflow.suspend_for_abuse, SuspendRequest(reason="botnet", severe=True)
+            )
+            gone = await status(abusive)
+            assert gone.state == "deleted"
+            assert "vps-b" not in node.defined()
+            assert provider_volumes(node) == set()  # a severe violation: nothing to restore
+            assert "keep_provider_backup" not in [
+                e.data["action"] for e in await journal(abusive) if e.kind == "hypervisor"
+            ]
+
+            upcoming = [(u.kind, (u.on - d).days) for u in (await status(cancelled)).upcoming]
+            assert upcoming == [("cancel", -19), ("delete", -19), ("purge", -5)]  # ended the day after `on`
+            await at_day(v, d, -18)
+            assert (await status(cancelled)).state == "deleted"
+            label = provider_backup_label(cancelled_id)
+            assert provider_volumes(node) == {f"provider.{label}.vda", f"provider.{label}.mail"}
+            actions = [e.data["action"] for e in await journal(cancelled) if e.kind == "hypervisor"]
+            assert actions[-2:] == ["keep_provider_backup", "delete"]
+            await at_day(v, d, -4)  # 14 days after the deletion the purge timer removes it
+            assert (await status(cancelled)).state == "closed"
+            assert provider_volumes(node) == set()
