@@ -13,10 +13,35 @@ from typing import Any
 import pytest
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
-from activities.hypervisor import POWER_TIMEOUTS, HypervisorActivities, HypervisorUnavailable, VmActionInput
+from activities.hypervisor import (
+    COPY_TIMEOUTS,
+    POWER_TIMEOUTS,
+    HypervisorActivities,
+    HypervisorUnavailable,
+    VmActionInput,
+)
 from activities.libvirt_node import LibvirtHypervisor
 from tests.workflows.vps_lab import FIXTURE, at_day, eventually, vps_lab, vps_service
 from workflows.subscription import SubscriptionWorkflow
+
+
+class KeepHangsOnce:
+    """A node whose first provider-backup copy never answers (stuck mid-copy, no heartbeat)."""
+
+    def __init__(self, inner: LibvirtHypervisor) -> None:
+        self.inner = inner
+        self.release = threading.Event()
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def keep_provider_backup(self, vm_name: str, label: str) -> list[str]:
+        self.calls += 1
+        if self.calls == 1:
+            self.release.wait(60)
+            raise HypervisorUnavailable("node hung")
+        return self.inner.keep_provider_backup(vm_name, label)
 
 
 class HangsOnce:
@@ -105,3 +130,35 @@ def test_the_graceful_shutdown_wait_heartbeats_on_every_poll(tmp_path: Path) -> 
     assert result.changed and not dom.isActive()
     assert len(beats) == 5  # one per second of the 5-second wait, then destroy
     hypervisor.close()
+
+
+async def test_a_node_hung_mid_provider_backup_is_retried_and_the_vps_deleted_after_the_copy(
+    env: WorkflowEnvironment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(COPY_TIMEOUTS, "heartbeat", timedelta(seconds=2))  # real time, as above
+    nodes: list[KeepHangsOnce] = []
+
+    def hanging(hypervisor: LibvirtHypervisor) -> KeepHangsOnce:
+        nodes.append(KeepHangsOnce(hypervisor))
+        return nodes[-1]
+
+    async with vps_lab(env, tmp_path, wrap=hanging) as v:
+        node = next(iter(v.nodes.values()))
+        try:
+            async with vps_service(v, node) as handle:
+                d = (await handle.query(SubscriptionWorkflow.status)).expires_on
+                await at_day(v, d, 31, at=time(0, 0, 1))  # deletion at 00:00: the copy hangs first
+                status = await eventually(
+                    lambda: handle.query(SubscriptionWorkflow.status),
+                    lambda s: s.state == "deleted",
+                    seconds=30,
+                )
+                assert status.state == "deleted"
+                assert nodes[0].calls == 2
+                assert "vps-a" not in node.defined()  # deleted only once the copy was made
+                assert any(name.startswith("provider.") for name in node.volumes())
+                journal = await handle.query(SubscriptionWorkflow.journal, 0)
+                assert [e for e in journal if e.kind == "action_failed"] == []
+        finally:
+            for wrapper in nodes:
+                wrapper.release.set()
