@@ -134,6 +134,7 @@ def lifecycle_activities(adapters: Adapters, client: Client, task_queue: str) ->
         platform.purge_backups,
         platform.restore_service,
         platform.change_plan,
+        platform.restore_mail,
         registrar.renew_domain,
         registrar.restore_domain,
         accounts.debit_credit,
@@ -145,6 +146,8 @@ def lifecycle_activities(adapters: Adapters, client: Client, task_queue: str) ->
         accounts.credit_account,
         storage.charge_iso_storage,
         storage.warn_iso_storage_unpaid,
+        storage.charge_backup_storage,
+        storage.warn_backup_storage_unpaid,
     ]
 
 
@@ -165,6 +168,9 @@ def node_activities(hypervisor: Hypervisor) -> list[Any]:
         vm.delete_vm_backup,
         vm.rotate_vm_backups,
         vm.list_vm_backups,
+        vm.keep_provider_backup,
+        vm.purge_provider_backup,
+        vm.restore_provider_backup,
     ]
 
 

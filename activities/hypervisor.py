@@ -3,13 +3,26 @@
     HypervisorError
      ├── HypervisorUnavailable   (retried: the node or its libvirt daemon cannot be reached)
      ├── VmNotFound              (not retried where it matters; deleting a missing VM succeeds)
-     └── ImageNotFound           (not retried: reinstall named an OS image the node does not have)
+     ├── ImageNotFound           (not retried: reinstall named an OS image the node does not have)
+     └── BackupNotFound          (not retried: no provider backup of that label on the node)
 
 Every operation is idempotent: powering off a stopped VM or deleting a deleted one reports
 `changed=False` and succeeds, so an activity retry after a crash is always safe. Restart and
 reinstall are the exceptions by nature (a retry restarts or reinstalls again, to the same end
 state). Hypervisor activities run on the node's own task queue, `hypervisor-<node>`, served by
-`worker.py --node`. The real implementation, `LibvirtHypervisor`, lives in `libvirt_node.py` so
+`worker.py --node`.
+
+Provider backup (SPEC §4, VPS row): when a VPS is deleted the node first copies its disks into
+`provider.<label>.<disk>` volumes, kept after the VM is gone until the subscription's purge timer
+removes them (`backup_retention_days`, catalog data). A fresh copy, not the last automatic backup:
+the deleted server is already off (blocked or cancelled), so the copy is consistent and as new as
+the data can be, while automatic backups are an add-on many VPSs lack, may be days old, and live in
+the customer's backup space, which SPEC says is never restored. `restore_provider_backup` copies it
+onto a newly ordered VM's disks (same or bigger), idempotently.
+
+Long calls heartbeat (`heartbeat`, below): the graceful-shutdown wait on every poll, copies after
+every disk. A node that hangs stops the heartbeats, so the activity's heartbeat timeout fails the
+attempt and the retry policy tries again, on the node once it answers. The real implementation, `LibvirtHypervisor`, lives in `libvirt_node.py` so
 this module (imported by workflows) does not need libvirt installed.
 """
 
@@ -68,6 +81,25 @@ class VmActionInput(BaseModel):
     """`RESIZE`: the plan's virtual CPUs and memory (None: leave as it is)."""
 
 
+class ActivityTimeouts(BaseModel):
+    """Timeouts of one kind of hypervisor call; the workflows pass them at the call site."""
+
+    start_to_close: timedelta
+    heartbeat: timedelta
+
+
+POWER_TIMEOUTS = ActivityTimeouts(start_to_close=timedelta(minutes=10), heartbeat=timedelta(minutes=1))
+"""Power, park and delete: the graceful shutdown (2 minutes) heartbeats on every poll."""
+COPY_TIMEOUTS = ActivityTimeouts(start_to_close=timedelta(hours=6), heartbeat=timedelta(minutes=20))
+"""Backups, provider backups, restores, reinstalls: a beat after each disk; one disk copy must fit."""
+
+
+def heartbeat(*details: object) -> None:
+    """Tell the server this call is alive, when running as an activity (no-op elsewhere, e.g. tests)."""
+    if activity.in_activity():
+        activity.heartbeat(*details)
+
+
 class VmActionResult(BaseModel):
     action: VmAction
     changed: bool
@@ -90,6 +122,8 @@ class VmBackup(BaseModel):
     """Snapshot taken first because the server was running; None for a stopped server."""
     volumes: list[str] = []
     """Backup copies as `pool/volume`."""
+    size_bytes: int = 0
+    """Data the backup holds (the disks' allocation when taken): what backup storage is billed on."""
 
 
 class VmBackupInput(BaseModel):
@@ -105,6 +139,7 @@ class VmBackupInput(BaseModel):
 class VmBackupResult(BaseModel):
     label: str
     changed: bool
+    size_bytes: int = 0
 
 
 class RotateVmBackupsInput(BaseModel):
@@ -124,6 +159,30 @@ class ListVmBackupsResult(BaseModel):
     backups: list[VmBackup]
 
 
+class ProviderBackupInput(BaseModel):
+    """Keep, purge or restore the provider backup `label` (from the service id) of a deleted VPS."""
+
+    idempotency_key: str
+    service_id: str
+    node: str
+    vm_name: str
+    """keep: the VM being deleted; restore: the newly ordered VM it is copied onto; purge: unused."""
+    label: str
+
+
+class ProviderBackupResult(BaseModel):
+    label: str
+    changed: bool
+    volumes: list[str] = []
+    """keep: the provider backup's volumes as `pool/volume`."""
+
+
+def provider_backup_label(service_id: str) -> str:
+    """A volume-safe label from a service id (ids may hold `.` and `:`)."""
+    label = re.sub(r"[^A-Za-z0-9_-]", "-", service_id).strip("-_")[:64] or "service"
+    return label if BACKUP_LABEL.match(label) else f"s{label}"[:64]
+
+
 class HypervisorError(Exception):
     """Root of the hypervisor adapter's errors."""
 
@@ -138,6 +197,10 @@ class VmNotFound(HypervisorError):
 
 class ImageNotFound(HypervisorError):
     """The OS image asked for by a reinstall is not on the node."""
+
+
+class BackupNotFound(HypervisorError):
+    """No provider backup of that label on the node (never taken, or purged)."""
 
 
 def check_backup_label(label: str) -> None:
@@ -164,6 +227,18 @@ class Hypervisor(Protocol):
         """Delete the oldest automatic backups beyond `keep`; returns their labels, oldest first."""
         ...
 
+    def keep_provider_backup(self, vm_name: str, label: str) -> list[str]:
+        """Copy the VM's disks into provider backup `label` (before deletion); its volumes."""
+        ...
+
+    def purge_provider_backup(self, label: str) -> bool:
+        """Remove provider backup `label`; False when it was already gone."""
+        ...
+
+    def restore_provider_backup(self, label: str, vm_name: str) -> bool:
+        """Copy provider backup `label` onto the VM's disks; False when already restored there."""
+        ...
+
 
 class RecordingHypervisor:
     """Tracks VM power states in memory; what the simulator and workflow tests use."""
@@ -176,6 +251,9 @@ class RecordingHypervisor:
         self.images: dict[str, str] = {}
         self.sizes: dict[str, tuple[int | None, int | None]] = {}
         """`resize`: (vcpus, memory_mb) per VM."""
+        self.provider_backups: dict[str, list[str]] = {}
+        self.backup_size_bytes = 2**30
+        self.restored: dict[str, str] = {}
 
     def _record(self, action: str, vm_name: str) -> None:
         self.calls.append((action, vm_name))
@@ -247,6 +325,7 @@ class RecordingHypervisor:
                 created_at=datetime.now(UTC),
                 snapshot=f"backup-{label}" if running else None,
                 volumes=[f"default/{vm_name}.backup.{label}.vda"],
+                size_bytes=self.backup_size_bytes,
             )
         )
         return True
@@ -273,6 +352,32 @@ class RecordingHypervisor:
         return doomed
 
 
+    def keep_provider_backup(self, vm_name: str, label: str) -> list[str]:
+        self._record("keep_provider_backup", vm_name)
+        check_backup_label(label)
+        if label in self.provider_backups:
+            return self.provider_backups[label]
+        self._existing(vm_name)
+        self.provider_backups[label] = [f"default/provider.{label}.vda"]
+        return self.provider_backups[label]
+
+    def purge_provider_backup(self, label: str) -> bool:
+        self._record("purge_provider_backup", label)
+        check_backup_label(label)
+        return self.provider_backups.pop(label, None) is not None
+
+    def restore_provider_backup(self, label: str, vm_name: str) -> bool:
+        self._record("restore_provider_backup", vm_name)
+        check_backup_label(label)
+        self._existing(vm_name)
+        if label not in self.provider_backups:
+            raise BackupNotFound(f"no provider backup {label}")
+        if self.restored.get(vm_name) == label:
+            return False
+        self.restored[vm_name] = label
+        return True
+
+
 class HypervisorActivities:
     """Sync activities (libvirt blocks), run on the node worker's thread pool.
 
@@ -293,6 +398,8 @@ class HypervisorActivities:
             raise ApplicationError(f"VM {vm_name} not found", type="VmNotFound", non_retryable=True) from exc
         except ImageNotFound as exc:
             raise ApplicationError(str(exc), type="ImageNotFound", non_retryable=True) from exc
+        except BackupNotFound as exc:
+            raise ApplicationError(str(exc), type="BackupNotFound", non_retryable=True) from exc
         except ValueError as exc:
             raise ApplicationError(str(exc), type="InvalidRequest", non_retryable=True) from exc
 
@@ -361,6 +468,8 @@ class HypervisorActivities:
             request.vm_name,
             lambda: self.hypervisor.create_backup(request.vm_name, request.label, request.kind),
         )
+        taken = self._call(request.vm_name, lambda: self.hypervisor.list_backups(request.vm_name))
+        size = next((b.size_bytes for b in taken if b.label == request.label), 0)
         activity.logger.info(
             "vm backup created",
             extra={
@@ -370,7 +479,7 @@ class HypervisorActivities:
                 "changed": changed,
             },
         )
-        return VmBackupResult(label=request.label, changed=changed)
+        return VmBackupResult(label=request.label, changed=changed, size_bytes=size)
 
     @activity.defn
     def delete_vm_backup(self, request: VmBackupInput) -> VmBackupResult:
@@ -397,3 +506,29 @@ class HypervisorActivities:
         return ListVmBackupsResult(
             backups=self._call(request.vm_name, lambda: self.hypervisor.list_backups(request.vm_name))
         )
+
+    @activity.defn
+    def keep_provider_backup(self, request: ProviderBackupInput) -> ProviderBackupResult:
+        volumes = self._call(
+            request.vm_name, lambda: self.hypervisor.keep_provider_backup(request.vm_name, request.label)
+        )
+        activity.logger.info(
+            "provider backup kept", extra={"vm": request.vm_name, "label": request.label, "volumes": volumes}
+        )
+        return ProviderBackupResult(label=request.label, changed=True, volumes=volumes)
+
+    @activity.defn
+    def purge_provider_backup(self, request: ProviderBackupInput) -> ProviderBackupResult:
+        changed = self._call(request.vm_name, lambda: self.hypervisor.purge_provider_backup(request.label))
+        activity.logger.info("provider backup purged", extra={"label": request.label, "changed": changed})
+        return ProviderBackupResult(label=request.label, changed=changed)
+
+    @activity.defn
+    def restore_provider_backup(self, request: ProviderBackupInput) -> ProviderBackupResult:
+        changed = self._call(
+            request.vm_name, lambda: self.hypervisor.restore_provider_backup(request.label, request.vm_name)
+        )
+        activity.logger.info(
+            "provider backup restored", extra={"vm": request.vm_name, "label": request.label, "changed": changed}
+        )
+        return ProviderBackupResult(label=request.label, changed=changed)

@@ -20,6 +20,16 @@ How the service states map onto libvirt, and why:
   list of backups lives in `<hostlife:backups>` metadata, oldest first, which is what rotation
   trims.
 
+* Provider backup = a copy of each own disk into `provider.<label>.<disk>` in the disk's pool,
+  taken before a deleted VM is destroyed (shut down first if it still runs). Progress is marked in
+  `<hostlife:provider-backup>` metadata disk by disk, so a retry redoes only a copy cut short. The
+  name matches no sweep of `delete`, so the copy outlives the VM until `purge_provider_backup`.
+  `restore_provider_backup` copies it onto another (newly ordered) VM's disks of the same targets,
+  each at least as big, planned in metadata like a reinstall; a `done` mark makes a retry a no-op.
+
+Long calls heartbeat (the shutdown wait on every poll, copies after each disk): a hung node stops
+the beats and the activity's heartbeat timeout hands the work to a retry.
+
 libvirt errors are translated at the boundary: no domain → `VmNotFound`; an unopenable or dead
 connection → `HypervisorUnavailable` (the connection is dropped and reopened on the next call);
 anything else → `HypervisorError`.
@@ -41,12 +51,14 @@ import structlog
 
 from activities.hypervisor import (
     BackupKind,
+    BackupNotFound,
     HypervisorError,
     HypervisorUnavailable,
     ImageNotFound,
     VmBackup,
     VmNotFound,
     check_backup_label,
+    heartbeat,
 )
 
 log = structlog.get_logger(__name__)
@@ -55,6 +67,12 @@ NAMESPACE = "https://hostlife.dev/libvirt"
 PARK_NAMESPACE = f"{NAMESPACE}/parked/1"
 BACKUPS_NAMESPACE = f"{NAMESPACE}/backups/1"
 REINSTALL_NAMESPACE = f"{NAMESPACE}/reinstall/1"
+PROVIDER_NAMESPACE = f"{NAMESPACE}/provider-backup/1"
+RESTORE_NAMESPACE = f"{NAMESPACE}/restore/1"
+PROVIDER_PREFIX = "provider."
+MAIL_TARGET = "mail"
+"""The add-on mail space in a provider backup (`provider.<label>.mail`): restored by the mail
+platform per domain (a paid mail restore), never copied onto a new VM's disks."""
 METADATA_PREFIX = "hostlife"
 ADDON_VOLUME_SUFFIXES = ("mail", "backup")
 """Add-on mail space and backup space: volumes `<vm>-mail` and `<vm>-backup` in any pool."""
@@ -314,6 +332,7 @@ class LibvirtHypervisor:
                     if _code(exc) != libvirt.VIR_ERR_OPERATION_INVALID:
                         raise
                 return
+            heartbeat({"vm": dom.name(), "waiting": "graceful shutdown"})
             self._sleep(min(self.poll_interval, remaining))
 
     def _is_parked(self, dom: Any) -> bool:
@@ -490,6 +509,7 @@ class LibvirtHypervisor:
             assert volume_xml is not None  # written by _plan_reinstall
             self._delete_volume(self._lookup_volume(conn, pool.name(), volume_xml.findtext("name", "")))
             pool.createXMLFrom(ET.tostring(volume_xml, encoding="unicode"), template, 0)
+            heartbeat({"vm": vm_name, "reinstalled": image})
             self._set_metadata(dom, REINSTALL_NAMESPACE, None)
             if plan.get("was-running") == "1" and not self._is_parked(dom):
                 dom.create()
@@ -533,6 +553,7 @@ class LibvirtHypervisor:
                 created_at=datetime.fromisoformat(entry.get("created", "")),
                 snapshot=entry.get("snapshot") or None,
                 volumes=[volume.get("name", "") for volume in entry.iterfind("volume")],
+                size_bytes=int(entry.get("size", "0")),
             )
             for entry in index.iterfind("backup")
         ]
@@ -550,6 +571,7 @@ class LibvirtHypervisor:
             )
             if backup.snapshot:
                 entry.set("snapshot", backup.snapshot)
+            entry.set("size", str(backup.size_bytes))
             for volume in backup.volumes:
                 ET.SubElement(entry, "volume", {"name": volume})
         self._set_metadata(dom, BACKUPS_NAMESPACE, index)
@@ -584,10 +606,12 @@ class LibvirtHypervisor:
                         0,
                     )
             volumes = []
+            size = 0
             for disk in self._disks(dom):
                 if disk.volume is None:
                     log.warning("disk outside storage pools not backed up", vm=vm_name, source=disk.source)
                     continue
+                size += int(disk.volume.info()[2])  # allocation: the data, not the disk's capacity
                 pool = disk.volume.storagePoolLookupByVolume()
                 name = f"{vm_name}.backup.{label}.{disk.target}"
                 if self._lookup_volume(self.connection(), pool.name(), name) is None:
@@ -599,8 +623,9 @@ class LibvirtHypervisor:
                         0,
                     )
                 volumes.append(f"{pool.name()}/{name}")
+                heartbeat({"vm": vm_name, "backup": label, "disk": disk.target})
             backup = VmBackup(
-                label=label, kind=kind, created_at=self._now(), snapshot=snapshot, volumes=volumes
+                label=label, kind=kind, created_at=self._now(), snapshot=snapshot, volumes=volumes, size_bytes=size
             )
             self._write_backups(dom, [*backups, backup])
             log.info("vm backup created", vm=vm_name, label=label, kind=kind.value, snapshot=snapshot)
@@ -630,3 +655,154 @@ class LibvirtHypervisor:
                 self._remove_backup(dom, backup)
                 self._write_backups(dom, [b for b in self._backups(dom) if b.label != backup.label])
             return [backup.label for backup in doomed]
+
+    # -- provider backup after deletion -------------------------------------------------------
+
+    def _provider_volumes(self, label: str) -> dict[str, Any]:
+        """Provider backup `label` on this node: disk target → volume, from every active pool."""
+        prefix = f"{PROVIDER_PREFIX}{label}."
+        found: dict[str, Any] = {}
+        conn = self.connection()
+        for pool in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
+            for name in pool.listVolumes():
+                if name.startswith(prefix):
+                    volume = self._lookup_volume(conn, pool.name(), name)
+                    if volume is not None:
+                        found[name[len(prefix) :]] = volume
+        return found
+
+    def keep_provider_backup(self, vm_name: str, label: str) -> list[str]:
+        check_backup_label(label)
+        with self._errors(vm_name):
+            try:
+                dom = self._domain(vm_name)
+            except libvirt.libvirtError as exc:
+                if _code(exc) != libvirt.VIR_ERR_NO_DOMAIN:
+                    raise
+                kept = self._provider_volumes(label)  # the VM went after its backup was taken
+                if not kept:
+                    raise
+                return sorted(f"{v.storagePoolLookupByVolume().name()}/{v.name()}" for v in kept.values())
+            if dom.isActive():
+                self._shut_down(dom, self.graceful_timeout)  # a consistent copy of a stopped disk
+            mark = self._metadata(dom, PROVIDER_NAMESPACE)
+            if mark is None or mark.get("label") != label:
+                mark = ET.Element("provider-backup", {"label": label})
+            done = {entry.get("name", "") for entry in mark.iterfind("volume")}
+            conn = self.connection()
+            volumes = []
+            for target, volume in self._provider_sources(dom, vm_name):
+                pool = volume.storagePoolLookupByVolume()
+                name = f"{PROVIDER_PREFIX}{label}.{target}"
+                qualified = f"{pool.name()}/{name}"
+                if qualified not in done:
+                    self._delete_volume(self._lookup_volume(conn, pool.name(), name))  # a copy cut short
+                    capacity = volume.info()[1]
+                    pool.createXMLFrom(
+                        f"<volume><name>{name}</name><capacity>{capacity}</capacity>"
+                        "<allocation>0</allocation></volume>",
+                        volume,
+                        0,
+                    )
+                    ET.SubElement(mark, "volume", {"name": qualified})
+                    self._set_metadata(dom, PROVIDER_NAMESPACE, mark)
+                    heartbeat({"vm": vm_name, "kept": qualified})
+                volumes.append(qualified)
+            log.info("provider backup kept", vm=vm_name, label=label, volumes=volumes)
+            return volumes
+
+    def _provider_sources(self, dom: Any, vm_name: str) -> list[tuple[str, Any]]:
+        """What a provider backup holds: the VM's own disks and its add-on mail space (`mail`, which
+        a paid mail restore draws on); never the backup space, which SPEC says is not restored."""
+        sources = []
+        for disk in self._disks(dom):
+            if disk.volume is None:
+                log.warning("disk outside storage pools not kept", vm=vm_name, source=disk.source)
+            else:
+                sources.append((disk.target, disk.volume))
+        conn = self.connection()
+        for pool in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
+            mail = self._lookup_volume(conn, pool.name(), f"{vm_name}-mail")
+            if mail is not None:
+                sources.append((MAIL_TARGET, mail))
+                break
+        return sources
+
+    def purge_provider_backup(self, label: str) -> bool:
+        check_backup_label(label)
+        with self._errors(label):
+            changed = False
+            for volume in self._provider_volumes(label).values():
+                name = volume.name()
+                if self._delete_volume(volume):
+                    log.info("provider backup volume purged", label=label, volume=name)
+                    changed = True
+            return changed
+
+    def restore_provider_backup(self, label: str, vm_name: str) -> bool:
+        """Copy provider backup `label` onto `vm_name`'s disks (matched by target, e.g. vda)."""
+        check_backup_label(label)
+        with self._errors(vm_name):
+            dom = self._domain(vm_name)
+            plan = self._metadata(dom, RESTORE_NAMESPACE)
+            if plan is not None and plan.get("label") == label and plan.get("done") == "1":
+                return False
+            if plan is None or plan.get("label") != label:
+                plan = self._plan_restore(dom, vm_name, label)
+                self._set_metadata(dom, RESTORE_NAMESPACE, plan)
+            if dom.isActive():
+                self._shut_down(dom, self.graceful_timeout)
+            conn = self.connection()
+            sources = self._provider_volumes(label)
+            for entry in plan.iterfind("disk"):
+                target, pool_name = entry.get("target", ""), entry.get("pool", "")
+                source = sources.get(target)
+                if source is None:
+                    raise BackupNotFound(f"provider backup {label} has no disk {target} (purged?)")
+                volume_xml = entry.find("volume")
+                assert volume_xml is not None  # written by _plan_restore
+                pool = conn.storagePoolLookupByName(pool_name)
+                self._delete_volume(self._lookup_volume(conn, pool_name, volume_xml.findtext("name", "")))
+                pool.createXMLFrom(ET.tostring(volume_xml, encoding="unicode"), source, 0)
+                heartbeat({"vm": vm_name, "restored": target})
+            plan.set("done", "1")
+            self._set_metadata(dom, RESTORE_NAMESPACE, plan)
+            if plan.get("was-running") == "1" and not self._is_parked(dom) and not dom.isActive():
+                dom.create()
+            log.info("provider backup restored", vm=vm_name, label=label)
+            return True
+
+    def _plan_restore(self, dom: Any, vm_name: str, label: str) -> ET.Element:
+        """Which of the VM's volumes get which backup disk, recorded before any volume is replaced."""
+        sources = self._provider_volumes(label)
+        if not sources:
+            raise BackupNotFound(f"no provider backup {label} on {self.uri}")
+        disks = {disk.target: disk for disk in self._disks(dom) if disk.volume is not None}
+        plan = ET.Element(
+            "restore", {"label": label, "was-running": str(int(bool(dom.isActive())))}
+        )
+        for target, source in sorted(sources.items()):
+            if target == MAIL_TARGET:
+                continue
+            disk = disks.get(target)
+            if disk is None:
+                raise ValueError(f"{vm_name} has no disk {target} in a storage pool for the backup's {target}")
+            own: Any = disk.volume
+            need, have = source.info()[1], own.info()[1]
+            if have < need:
+                raise ValueError(
+                    f"disk {target} of {vm_name} holds {have // 2**30} GiB, the backup {need // 2**30} GiB: "
+                    "restore needs a VPS of the same or a higher tier"
+                )
+            old = ET.fromstring(own.XMLDesc(0))
+            entry = ET.SubElement(plan, "disk", {"target": target, "pool": own.storagePoolLookupByVolume().name()})
+            volume = ET.SubElement(entry, "volume")
+            for tag in ("name", "capacity"):
+                found = old.find(tag)
+                if found is not None:
+                    volume.append(found)
+            ET.SubElement(volume, "allocation").text = "0"
+            fmt = old.find("target/format")
+            if fmt is not None:
+                ET.SubElement(volume, "target").append(fmt)
+        return plan

@@ -24,6 +24,7 @@ class PlatformAction(StrEnum):
     PURGE_BACKUPS = "purge_backups"
     RESTORE = "restore"
     CHANGE_PLAN = "change_plan"
+    RESTORE_MAIL = "restore_mail"
 
 
 class PlatformActionInput(BaseModel):
@@ -37,6 +38,17 @@ class PlatformActionInput(BaseModel):
     plan: str | None = None
     """CHANGE_PLAN: the plan to switch to, with what it provides (disk, CPUs, mailboxes)."""
     resources: dict[str, int] = {}
+
+
+class RestoreMailInput(BaseModel):
+    """Mail of `domains` from a deleted VPS's provider backup into another service's mail space."""
+
+    idempotency_key: str
+    service_id: str
+    """The deleted VPS whose provider backup holds the mail."""
+    backup_label: str
+    onto_service_id: str
+    domains: list[str]
 
 
 class PlatformActionResult(BaseModel):
@@ -77,6 +89,7 @@ class RecordingPlatform:
             PlatformAction.DELETE: "deleted",
             PlatformAction.PURGE_BACKUPS: "purged",
             PlatformAction.RESTORE: "active",
+            PlatformAction.RESTORE_MAIL: "restored",
         }[action]
         changed = self.state.get(target) != after
         self.state[target] = after
@@ -119,3 +132,17 @@ class PlatformActivities:
     async def change_plan(self, request: PlatformActionInput) -> PlatformActionResult:
         """Switch the plan (limits, disk, CPUs); for a VPS the resize is ops' platform action."""
         return await self._each(PlatformAction.CHANGE_PLAN, request)
+    async def restore_mail(self, request: RestoreMailInput) -> PlatformActionResult:
+        """One mail domain at a time (`<onto>:<domain>`), each idempotent, so a retry redoes none twice."""
+        action = PlatformActionInput(
+            idempotency_key=request.idempotency_key,
+            service_id=request.onto_service_id,
+            product="mail",
+            reason=f"mail restore from provider backup {request.backup_label} of {request.service_id}",
+        )
+        targets = [f"{request.onto_service_id}:{domain}" for domain in request.domains]
+        changed = False
+        for target in targets:
+            changed = await self.platform.apply(PlatformAction.RESTORE_MAIL, target, action) or changed
+        activity.logger.info("mail restored", extra={"targets": targets, "from": request.service_id})
+        return PlatformActionResult(action=PlatformAction.RESTORE_MAIL, targets=targets, changed=changed)

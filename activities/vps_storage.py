@@ -58,6 +58,26 @@ class ChargeIsoStorageResult(BaseModel):
     balance: Decimal
 
 
+class ChargeBackupStorageInput(BaseModel):
+    idempotency_key: str
+    """`vps-backups-<service>:storage:<month>`, so a retry never charges a month twice."""
+    customer_id: str
+    service_id: str
+    month: date
+    """First day of the month charged."""
+    byte_days: int
+    amount: Decimal
+    currency: str = "CZK"
+
+
+class WarnBackupStorageInput(BaseModel):
+    idempotency_key: str
+    customer_id: str
+    service_id: str
+    amount: Decimal
+    """What the credit did not cover; carried to the next month's charge."""
+
+
 class WarnIsoStorageInput(BaseModel):
     idempotency_key: str
     customer_id: str
@@ -201,6 +221,36 @@ class VpsStorageActivities:
         message = (
             f"ISO image {request.image_id}: storage of {request.amount} is not covered by your credit; "
             f"the image will be deleted on {request.delete_on} unless you top up"
+        )
+        return WarnIsoStorageResult(
+            sent=self.billing.warn(request.idempotency_key, request.customer_id, message)
+        )
+
+    @activity.defn
+    def charge_backup_storage(self, request: ChargeBackupStorageInput) -> ChargeIsoStorageResult:
+        """A month of the VPS's backups, debited from the customer's credit."""
+        assert self.billing is not None, "charge_backup_storage runs on the lifecycle worker"
+        gib_days = Decimal(request.byte_days) / Decimal(2**30)
+        description = (
+            f"VPS {request.service_id} backup storage {request.month:%Y-%m}: {gib_days:.3f} GiB-days"
+        )
+        try:
+            charged, balance = self.billing.charge(
+                request.idempotency_key, request.customer_id, request.amount, description
+            )
+        except InsufficientCredit as exc:
+            raise ApplicationError(str(exc), type="InsufficientCredit", non_retryable=True) from exc
+        activity.logger.info(
+            "backup storage charged", extra={"service": request.service_id, "amount": str(request.amount)}
+        )
+        return ChargeIsoStorageResult(charged=charged, balance=balance)
+
+    @activity.defn
+    def warn_backup_storage_unpaid(self, request: WarnBackupStorageInput) -> WarnIsoStorageResult:
+        assert self.billing is not None, "warn_backup_storage_unpaid runs on the lifecycle worker"
+        message = (
+            f"VPS {request.service_id}: backup storage of {request.amount} is not covered by your credit; "
+            "it is charged with next month's storage, please top up"
         )
         return WarnIsoStorageResult(
             sent=self.billing.warn(request.idempotency_key, request.customer_id, message)

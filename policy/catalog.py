@@ -64,6 +64,12 @@ class Terms(BaseModel):
     support_hour_rate: Money = Decimal("0.00")
     abuse_repeat_window_days: int = Field(ge=0)
     abuse_unblock_fee: Money
+    tiers: list[str] = []
+    """Hypervisor products: plan names from the smallest to the largest (restore needs >=)."""
+    mail_restore_fee: Money = Decimal("0.00")
+    """Per mail domain restored from a deleted VPS's provider backup."""
+    backup_storage_price_per_gib_month: Money = Decimal("0.00")
+    """The customer's VPS backups (manual and automatic), billed per GiB and month, by the day."""
     periods: list[str] = ["P1Y"]
     cascade_to_subservers: bool = False
     mail_bounces_when_blocked: bool = False
@@ -101,6 +107,8 @@ class Terms(BaseModel):
     def _consistent(self) -> Terms:
         if self.grace_days > self.block_days:
             raise ValueError(f"grace_days ({self.grace_days}) exceeds block_days ({self.block_days})")
+        if len(set(self.tiers)) != len(self.tiers):
+            raise ValueError("tiers repeat a name")
         if any(day <= -self.invoice_lead_days - 1 for day in self.reminder_days if day < 0):
             raise ValueError("a reminder falls before the invoice is issued")
         return self

@@ -25,6 +25,7 @@ class InvoicePurpose(StrEnum):
     """The price difference of a plan upgrade; paying it switches the plan (SPEC §6)."""
     PLAN_CHANGE_FEE = "plan_change_fee"
     """Support-hour fee of a second plan change within the free window; pays for nothing else."""
+    MAIL_RESTORE = "mail_restore"
 
 
 class InvoiceState(StrEnum):
@@ -95,6 +96,7 @@ def decide_payment(
         in (
             InvoicePurpose.RESTORE,
             InvoicePurpose.REDEMPTION,
+            InvoicePurpose.MAIL_RESTORE,
         )
     )
     if service_gone and not restore_open:

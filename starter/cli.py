@@ -9,6 +9,7 @@
     hostlife held-payments list|resolve   what waits for the billing department (starter/cli_billing.py)
     hostlife renew-bulk|card set|remove   renewal from credit in bulk, the stored card (starter/cli_money.py)
     hostlife coupon|price|usage           coupons, price changes, usage reports (starter/cli_offers.py)
+    hostlife vps start|stop|restart|reinstall|backup|restore|restore-mail   VPS support and backups (cli_vps.py)
     hostlife simulate SCENARIO.json       a scenario on the time-skipping server (shared/SIMULATOR.md)
 
 Every read command takes `--json`. Every error is one line on stderr with a non-zero exit
@@ -26,7 +27,7 @@ from typing import Annotated
 
 import typer
 
-from starter import cli_commands, cli_commerce, cli_money, cli_offers, cli_reconcile
+from starter import cli_commands, cli_commerce, cli_money, cli_offers, cli_reconcile, cli_vps
 from starter.cli_billing import held_app
 from starter.cli_common import OPTIONS, OneLineErrors, fail
 from starter.cli_services import service_app
@@ -45,6 +46,7 @@ cli_commands.register(app)
 cli_money.register(app)
 cli_offers.register(app)
 cli_commerce.register(app)
+cli_vps.register(app)
 
 
 @app.callback()

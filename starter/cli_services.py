@@ -10,6 +10,7 @@
 | `email`, `language`, `customer_name` | the customer's contact (flat form) |
 | `product`, `price`, `period`, `expires_on` | as the flags of the same name |
 | `name`, `profile`, `node` | domain name or label, policy profile, hypervisor node |
+| `tier` | VPS/APS plan of the catalog's `tiers` (S, M, L, XL): restore needs the same or higher |
 | `subservers` | list (JSON) or `;`-separated (CSV) |
 | `auto_renew` | true/false |
 | `plan` | the product's plan, for `price announce --plan` |
@@ -185,6 +186,7 @@ def service_start(
     ] = None,
     coupon: Annotated[str | None, typer.Option(help="coupon code for the first period")] = None,
     plan: Annotated[str | None, typer.Option(help="plan tier, e.g. vps-m (policy/plans.toml)")] = None,
+    tier: Annotated[str | None, typer.Option(help="VPS/APS plan (S, M, L, XL)")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Hand one service (flags) or many (--file) to hostlife."""
@@ -224,6 +226,7 @@ def service_start(
             "node": node,
             "plan": plan,
             "new_order": new_order or coupon is not None,
+            "tier": tier,
         }
         if new_customer is not None:
             row["new_customer"] = new_customer

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from functools import cache
 from typing import Any
 
@@ -67,6 +68,9 @@ def subscription_input(
         raise ValueError(
             f"{terms.title} cannot be billed for {spec.period}; allowed: {', '.join(terms.periods)}"
         )
+    if spec.tier is not None and spec.tier not in terms.tiers:
+        known = ", ".join(terms.tiers) or "none"
+        raise ValueError(f"{terms.title} has no tier {spec.tier!r}; tiers: {known}")
     if spec.plan is not None:
         from policy.plans import configured_plans
 
@@ -162,19 +166,30 @@ async def start_service(
         if on_coupon is not None:
             on_coupon(applied)
     if spec.backup_rotation:
-        await start_vps_backups(client, spec, start.clock, task_queue)
+        await start_vps_backups(
+            client, spec, start.clock, task_queue, price_per_gib_month=start.terms.backup_storage_price_per_gib_month
+        )
     return handle
 
 
 async def start_vps_backups(
-    client: Client, spec: ServiceSpec, clock: Clock, task_queue: str = TASK_QUEUE
+    client: Client,
+    spec: ServiceSpec,
+    clock: Clock,
+    task_queue: str = TASK_QUEUE,
+    price_per_gib_month: Decimal = Decimal("0.00"),
 ) -> None:
     """Automatic daily backups of a VPS in a 3- or 7-day rotation, as their own durable workflow."""
     await client.start_workflow(
         VpsBackupsWorkflow.run,
         VpsBackupsInput(
             config=VpsBackupsConfig(
-                service_id=spec.service_id, node=spec.node, vm_name=spec.name or spec.service_id, clock=clock
+                service_id=spec.service_id,
+                node=spec.node,
+                vm_name=spec.name or spec.service_id,
+                clock=clock,
+                customer_id=spec.customer.id,
+                price_per_gib_month=price_per_gib_month,
             ),
             rotation=spec.backup_rotation,
         ),

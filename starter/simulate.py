@@ -37,6 +37,7 @@ from policy.periods import parse_period
 from starter.accounts import balance, statement, top_up
 from starter.services import start_service
 from starter.temporal_setup import installed_binary, quiet_runtime, register_search_attributes
+from starter.vps_restore import RestoreRefused, restore_target
 from worker import Adapters, build_workers
 from workflows import service_workflow_id
 from workflows.account_models import MovementKind
@@ -110,6 +111,7 @@ class ScenarioService(BaseModel):
     first_licence: bool = False
     plan: str | None = None
     """Plan tier (policy/plans.toml), for the `upgrade` and `downgrade` events."""
+    tier: str | None = None
 
     @field_validator("period")
     @classmethod
@@ -147,6 +149,8 @@ class ScenarioEvent(BaseModel):
     current_plan: str | None = None
     hours: str | None = None
     """`refund`: support hours spent migrating the customer's data in."""
+    onto: str | None = None
+    """restore of a deleted VPS/APS: the newly ordered service its provider backup goes onto."""
 
     @model_validator(mode="after")
     def _fields_for_type(self) -> ScenarioEvent:
@@ -338,6 +342,7 @@ class Simulation:
                 parking_price=service.parking_price,
                 first_licence=service.first_licence,
                 plan=service.plan,
+                tier=service.tier,
             )
             handle = await start_service(self.env.client, spec, clock=self.clock, task_queue=self.task_queue)
             self.first_run_ids[service.id] = handle.first_execution_run_id or ""
@@ -371,6 +376,14 @@ class Simulation:
                 for service in self.scenario.services:
                     if event.service in (None, service.id) and event.customer in (None, service.customer):
                         await self.command(event, service.id, at, *self.update_for(event))
+            elif event.type == "restore" and event.onto:
+                assert event.service is not None
+                try:
+                    target = await restore_target(self.env.client, event.onto)
+                except RestoreRefused as exc:
+                    self.note(at, event, "rejected", str(exc))
+                    return
+                await self.command(event, event.service, at, "restore", RestoreRequest(onto=target))
             else:
                 assert event.service is not None
                 await self.command(event, event.service, at, *self.update_for(event))

@@ -66,6 +66,8 @@ class ServiceSpec(BaseModel):
     parking_price: Money | None = None
     first_licence: bool = False
     invoice_lead_days: int | None = Field(default=None, ge=1, le=90)
+    tier: str | None = None
+    """VPS/APS plan (catalog `tiers`); a provider backup is restored only onto the same or a higher one."""
     backup_rotation: Literal[0, 3, 7] = 0
     """VPS/APS: automatic daily backups kept for 3 or 7 days (0: none)."""
     follows: str | None = None
@@ -148,6 +150,14 @@ class SubscriptionState(BaseModel):
     pending_registry_redemption: bool = False
     dependents: list[str] = []
     """Domain: the DNS services that follow it."""
+    provider_backup: list[str] | None = None
+    """VPS/APS: the provider backup's volumes (`pool/volume`) kept on the node after deletion."""
+    restore_target: RestoreTarget | None = None
+    """The new VPS an open restore invoice is for."""
+    restored_onto: str | None = None
+    """The service the provider backup was restored onto (once; refused again afterwards)."""
+    mail_restores: dict[str, MailRestoreRequest] = {}
+    """Open or done mail restores by invoice variable symbol."""
     credit_missing: Money | None = None
     """What the credit lacked at the last automatic-renewal attempt of this cycle."""
     last_error: str | None = None
@@ -249,8 +259,40 @@ class RegistryRetry(BaseModel):
     note: str = "ops retry"
 
 
+class RestoreTarget(BaseModel):
+    """The newly ordered VPS a deleted VPS's provider backup goes onto, as its own workflow reports
+    it (`starter.vps_restore.restore_target` reads its status): the deleted VPS's workflow checks
+    customer, product, tier, node and that it is paid before it invoices the fee."""
+
+    service_id: str = Field(min_length=1)
+    customer_id: str
+    product: str
+    tier: str | None = None
+    node: str
+    vm_name: str
+    state: ServiceState
+    expires_on: date
+
+
 class RestoreRequest(BaseModel):
     note: str = ""
+    onto: RestoreTarget | None = None
+    """VPS/APS only, and required there: the new server to restore onto (SPEC §4)."""
+
+
+class MailRestoreRequest(BaseModel):
+    """Mail of these domains from a deleted VPS's provider backup, 500 CZK each (SPEC §4)."""
+
+    domains: list[str] = Field(min_length=1, max_length=100)
+    onto_service_id: str = Field(min_length=1)
+    """The service whose mail space receives the restored mail (usually the new VPS)."""
+
+
+class BackupRestored(BaseModel):
+    """Told to the new VPS once a deleted VPS's provider backup was copied onto it."""
+
+    from_service_id: str
+    label: str
 
 
 class CommandResult(BaseModel):
@@ -286,3 +328,8 @@ class ServiceStatus(BaseModel):
     cancel_effective_on: date | None
     backup_until: date | None
     renewals: int
+    node: str | None = None
+    """VPS/APS: the hypervisor node, the VM's name and its tier."""
+    vm_name: str | None = None
+    tier: str | None = None
+    restored_onto: str | None = None

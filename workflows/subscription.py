@@ -31,7 +31,7 @@ with workflow.unsafe.imports_passed_through():
         PaymentReceived,
         ReturnPaymentInput,
     )
-    from activities.hypervisor import HypervisorActivities, VmActionInput, node_task_queue
+    from activities.hypervisor import POWER_TIMEOUTS, HypervisorActivities, VmActionInput, node_task_queue
     from activities.mailer import MailActivities, NoticeFacts, NoticeKind, SendNoticeInput
     from activities.platform import PlatformActionInput, PlatformActivities
     from activities.registrar import RegistrarActivities, RenewDomainInput, RestoreDomainInput
@@ -100,6 +100,8 @@ with workflow.unsafe.imports_passed_through():
     from workflows.vps_backups import VpsBackupsWorkflow
     from workflows.vps_models import VpsDeleted, vps_backups_workflow_id
 
+from workflows.vps_restore import VpsRestoreMixin
+
 JOURNAL_LIMIT = 500
 PAYMENT_MEMORY = 200
 INVOICE_MEMORY = 30
@@ -136,8 +138,8 @@ CREDIT_OPTIONS: dict[str, Any] = {
     ),
 }
 HYPERVISOR_OPTIONS: dict[str, Any] = {
-    "start_to_close_timeout": timedelta(minutes=10),
-    "heartbeat_timeout": None,
+    "start_to_close_timeout": POWER_TIMEOUTS.start_to_close,
+    "heartbeat_timeout": POWER_TIMEOUTS.heartbeat,
     "retry_policy": RetryPolicy(
         maximum_interval=timedelta(minutes=10), non_retryable_error_types=["VmNotFound"]
     ),
@@ -172,7 +174,7 @@ def _require(request: object) -> None:
 
 
 @workflow.defn
-class SubscriptionWorkflow(MoneyInMixin, OffersMixin, CommerceMixin):
+class SubscriptionWorkflow(MoneyInMixin, OffersMixin, CommerceMixin, VpsRestoreMixin):
     @workflow.init
     def __init__(self, start: SubscriptionInput) -> None:
         self.new = start.state is None
@@ -394,13 +396,22 @@ class SubscriptionWorkflow(MoneyInMixin, OffersMixin, CommerceMixin):
     async def _delete(self, at: datetime, key: str, reason: str, restorable: bool = True) -> None:
         state = self.state
         await self._cancel_open_invoices("service deleted", at)
+        kept = True
+        if (
+            state.terms.on_hypervisor
+            and restorable
+            and state.terms.restore_allowed
+            and state.terms.backup_retention_days > 0
+            and workflow.patched("vps-provider-backup")
+        ):
+            kept = await self._keep_provider_backup(at, key)  # before the VM and its disks go
         await self._service_action("delete", at, key)
         if state.terms.on_hypervisor and workflow.patched("vps-backups-on-delete"):
             await self._tell_backups_vps_deleted(reason)
         today = self.clock.today(at)
         state.deleted_on = today
         retention = state.terms.backup_retention_days if (restorable and state.terms.restore_allowed) else 0
-        state.restorable = restorable and state.terms.restore_allowed and retention > 0
+        state.restorable = restorable and state.terms.restore_allowed and retention > 0 and kept
         state.backup_until = today + timedelta(days=retention)
         state.powered_on = False
         self._set_billing_state(ServiceState.DELETED, reason, at)
@@ -761,6 +772,9 @@ class SubscriptionWorkflow(MoneyInMixin, OffersMixin, CommerceMixin):
         terms = state.terms
         if terms.kind is ProductKind.DOMAIN:
             return
+        if terms.on_hypervisor and action == "purge_backups" and state.provider_backup is not None:
+            await self._purge_provider_backup(at, key)
+            return
         if terms.on_hypervisor:
             vm_activity = {
                 "block": HypervisorActivities.power_off_vm,
@@ -992,10 +1006,14 @@ class SubscriptionWorkflow(MoneyInMixin, OffersMixin, CommerceMixin):
         )
         if invoice.purpose is InvoicePurpose.UNBLOCK_FEE:
             await self._fee_paid(at, payment.payment_id)
+        elif invoice.purpose is InvoicePurpose.RESTORE and self.state.terms.on_hypervisor:
+            await self._vps_restore_paid(invoice, at, payment.payment_id)
         elif invoice.purpose is InvoicePurpose.RESTORE:
             await self._restore_paid(invoice, at, payment.payment_id)
         elif invoice.purpose in COMMERCE_PURPOSES:
             await self._commerce_invoice_paid(invoice, at, payment.payment_id)
+        elif invoice.purpose is InvoicePurpose.MAIL_RESTORE:
+            await self._mail_restore_paid(invoice, at, payment.payment_id)
         else:
             await self._renew(invoice.period, at, f"payment:{payment.payment_id}", invoice)
         return outcome
@@ -1645,7 +1663,10 @@ class SubscriptionWorkflow(MoneyInMixin, OffersMixin, CommerceMixin):
 
     @workflow.update
     async def restore(self, request: RestoreRequest) -> CommandResult:
-        """Restore after deletion while the provider backup exists: price of the service + fee."""
+        """Restore after deletion while the provider backup exists: price of the service + fee.
+        A VPS/APS goes onto a newly ordered server instead: the fee only (workflows/vps_restore.py)."""
+        if self.state.terms.on_hypervisor:
+            return await self._request_vps_restore(request)
         async with self.lock:
             at = workflow.now()
             existing = self._open_invoice(InvoicePurpose.RESTORE)
@@ -1675,10 +1696,8 @@ class SubscriptionWorkflow(MoneyInMixin, OffersMixin, CommerceMixin):
         if not state.terms.restore_allowed:
             raise ValueError(f"{state.terms.title} cannot be restored after deletion")
         if state.terms.on_hypervisor:
-            raise ValueError(
-                f"a {state.terms.title} is restored only onto a newly ordered and paid server of the same or "
-                "higher tier; order one and ask support to restore the provider backup onto it"
-            )
+            self._validate_vps_restore(request)
+            return
         if not state.restorable or (state.backup_until is not None and self._today() > state.backup_until):
             raise ValueError("the provider backup no longer exists")
 
@@ -1708,6 +1727,10 @@ class SubscriptionWorkflow(MoneyInMixin, OffersMixin, CommerceMixin):
             cancel_effective_on=state.cancel_effective_on,
             backup_until=state.backup_until,
             renewals=state.renewals,
+            node=state.spec.node if state.terms.on_hypervisor else None,
+            vm_name=(state.spec.name or state.spec.service_id) if state.terms.on_hypervisor else None,
+            tier=state.spec.tier,
+            restored_onto=state.restored_onto,
         )
 
     @workflow.query

@@ -6,6 +6,11 @@ server first) and then rotates, so exactly 3 or 7 automatic backups remain. Manu
 kept until the customer deletes them or the VPS is deleted. Switching automatic backup off removes
 the automatic ones. The signal `vps_deleted` removes every backup and ends the workflow.
 
+Backup storage is billed (SPEC §5): the daily measurement (bytes the backups hold) adds up over a
+calendar month; when the month ends (the first tick of the next one, or the VPS's deletion) it is
+charged to the customer's credit at `price_per_gib_month`, pro rata by day (`policy.storage`).
+A charge the credit does not cover is told to the customer and carried into the next month's.
+
 All hypervisor work runs on the node's task queue (`hypervisor-<node>`). A daily backup gives up
 after a day of retrying a node that is down (flagged, the next day tries again); a customer's
 request or the final removal waits for the node as long as it takes. History stays bounded: the
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from temporalio import workflow
@@ -24,13 +30,21 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.hypervisor import (
+        COPY_TIMEOUTS,
         BackupKind,
         HypervisorActivities,
         RotateVmBackupsInput,
         VmBackupInput,
         node_task_queue,
     )
+    from activities.vps_storage import (
+        ChargeBackupStorageInput,
+        VpsStorageActivities,
+        WarnBackupStorageInput,
+    )
     from policy.clock import Clock
+    from policy.pricing import round_money
+    from policy.storage import backup_storage_charge, month_start
     from workflows.models import JournalEntry
     from workflows.vps_models import (
         AutomaticBackupSettings,
@@ -39,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
         BackupUsageDay,
         DeleteBackupRequest,
         ManualBackupRequest,
+        StorageCharge,
         VpsBackupsInput,
         VpsBackupsResult,
         VpsBackupsState,
@@ -51,11 +66,18 @@ USAGE_LIMIT = 400
 
 BACKUP_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": timedelta(minutes=30),
+    "heartbeat_timeout": COPY_TIMEOUTS.heartbeat,  # a beat per disk copied: a hung node is noticed
     "retry_policy": RetryPolicy(
         maximum_interval=timedelta(minutes=10), non_retryable_error_types=["VmNotFound", "InvalidRequest"]
     ),
 }
 DAILY_OPTIONS: dict[str, Any] = {**BACKUP_OPTIONS, "schedule_to_close_timeout": timedelta(hours=20)}
+CHARGE_OPTIONS: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(seconds=30),
+    "retry_policy": RetryPolicy(
+        maximum_interval=timedelta(minutes=5), non_retryable_error_types=["InsufficientCredit"]
+    ),
+}
 """A node down all day skips that day's backup instead of delaying every later one."""
 
 
@@ -167,9 +189,22 @@ class VpsBackupsWorkflow:
         automatic = [b.label for b in state.backups if b.kind is BackupKind.AUTOMATIC]
         if state.usage and state.usage[-1].day == day:
             state.usage.pop()  # a second tick the same day (time moved later): the later contents count
+        size = sum(b.size_bytes for b in state.backups)
         state.usage.append(
-            BackupUsageDay(day=day, automatic=len(automatic), manual=len(manual), labels=automatic + manual)
+            BackupUsageDay(
+                day=day,
+                automatic=len(automatic),
+                manual=len(manual),
+                labels=automatic + manual,
+                size_bytes=size,
+            )
         )
+        if self._bills_storage():
+            if state.storage_month is not None and month_start(day) != state.storage_month:
+                await self._charge_storage()
+            if state.storage_month is None:
+                state.storage_month = month_start(day)
+            state.storage_byte_days += size
         if len(state.usage) > 2 * USAGE_LIMIT:
             state.usage = state.usage[-USAGE_LIMIT:]
 
@@ -188,7 +223,7 @@ class VpsBackupsWorkflow:
 
     async def _create(self, label: str, kind: BackupKind, day: date, options: dict[str, Any]) -> None:
         config = self.state.config
-        await workflow.execute_activity_method(
+        result = await workflow.execute_activity_method(
             HypervisorActivities.create_vm_backup,
             self._backup_input(label, kind, "create"),
             task_queue=node_task_queue(config.node),
@@ -196,7 +231,11 @@ class VpsBackupsWorkflow:
             **options,
         )
         if not any(b.label == label for b in self.state.backups):
-            self.state.backups.append(BackupRecord(label=label, kind=kind, day=day, taken_at=workflow.now()))
+            self.state.backups.append(
+                BackupRecord(
+                    label=label, kind=kind, day=day, taken_at=workflow.now(), size_bytes=result.size_bytes
+                )
+            )
         self._record("backup_created", {"label": label, "kind": kind.value})
 
     async def _rotate(self, keep: int, options: dict[str, Any]) -> list[str]:
@@ -247,11 +286,79 @@ class VpsBackupsWorkflow:
                 self._failed("remove backups", exc)
         state.backups = []
         state.rotation = 0
+        if self._bills_storage() and state.storage_month is not None:
+            await self._charge_storage()  # the month so far: storage ends with the VPS
         state.deleted = True
         self._record("vps_deleted", {"reason": deleted.reason, "removed": removed})
         workflow.logger.info("vps backups removed", extra={"service_id": state.config.service_id})
         self._details()
         return removed
+
+    # ---------------------------------------------------------------- backup storage billing
+
+    def _bills_storage(self) -> bool:
+        config = self.state.config
+        return (
+            config.price_per_gib_month > 0
+            and bool(config.customer_id)
+            and workflow.patched("vps-backup-storage-billing")
+        )
+
+    async def _charge_storage(self) -> None:
+        """Charge the month measured so far (plus any debt) to the credit, then start a new month."""
+        state = self.state
+        config = state.config
+        month = state.storage_month
+        assert month is not None
+        byte_days = state.storage_byte_days
+        amount = round_money(
+            backup_storage_charge(byte_days, config.price_per_gib_month, month) + state.storage_debt
+        )
+        state.storage_month, state.storage_byte_days = None, 0
+        if amount <= 0:
+            return
+        key = f"{workflow.info().workflow_id}:storage:{month.isoformat()}"
+        try:
+            await workflow.execute_activity_method(
+                VpsStorageActivities.charge_backup_storage,
+                ChargeBackupStorageInput(
+                    idempotency_key=key,
+                    customer_id=config.customer_id,
+                    service_id=config.service_id,
+                    month=month,
+                    byte_days=byte_days,
+                    amount=amount,
+                ),
+                summary=f"charge {amount} for backup storage of VPS {config.service_id} in {month:%Y-%m}",
+                **CHARGE_OPTIONS,
+            )
+        except ActivityError as exc:
+            state.storage_debt = amount
+            state.storage_charged.append(
+                StorageCharge(month=month, byte_days=byte_days, amount=amount, paid=False)
+            )
+            self._failed("backup storage charge", exc)
+            try:
+                await workflow.execute_activity_method(
+                    VpsStorageActivities.warn_backup_storage_unpaid,
+                    WarnBackupStorageInput(
+                        idempotency_key=f"{key}:warn",
+                        customer_id=config.customer_id,
+                        service_id=config.service_id,
+                        amount=amount,
+                    ),
+                    **CHARGE_OPTIONS,
+                )
+            except ActivityError as warn_exc:
+                self._failed("backup storage warning", warn_exc)
+            return
+        state.storage_debt = Decimal("0.00")
+        state.storage_charged.append(
+            StorageCharge(month=month, byte_days=byte_days, amount=amount, paid=True)
+        )
+        self._record(
+            "storage_charged", {"month": month.isoformat(), "byte_days": byte_days, "amount": str(amount)}
+        )
 
     def _failed(self, what: str, exc: ActivityError) -> None:
         state = self.state
@@ -362,6 +469,8 @@ class VpsBackupsWorkflow:
             failures=state.failures,
             last_error=state.last_error,
             runs=state.runs,
+            storage_charged=list(state.storage_charged),
+            storage_debt=state.storage_debt,
         )
 
     @workflow.query

@@ -47,6 +47,9 @@ class VpsBackupsConfig(BaseModel):
     """Local time of the automatic daily backup."""
     days_per_run: int = Field(default=30, ge=1)
     """Continue as new after this many daily ticks, so history stays bounded."""
+    customer_id: str = ""
+    price_per_gib_month: Money = Decimal("0.00")
+    """Backup storage price (catalog `backup_storage_price_per_gib_month`); 0: not billed here."""
 
 
 class BackupRecord(BaseModel):
@@ -55,6 +58,7 @@ class BackupRecord(BaseModel):
     day: date
     """Local calendar day the backup was taken."""
     taken_at: datetime
+    size_bytes: int = 0
 
 
 class BackupUsageDay(BaseModel):
@@ -64,6 +68,7 @@ class BackupUsageDay(BaseModel):
     automatic: int
     manual: int
     labels: list[str]
+    size_bytes: int = 0
 
 
 class VpsBackupsState(BaseModel):
@@ -78,9 +83,23 @@ class VpsBackupsState(BaseModel):
     journal_sequence: int = 0
     manual_taken: int = 0
     deleted: bool = False
+    storage_month: date | None = None
+    """First day of the month whose backup storage is being measured (charged when it ends)."""
+    storage_byte_days: int = 0
+    storage_debt: Money = Decimal("0.00")
+    """Charges the credit did not cover, added to the next month's charge."""
+    storage_charged: list[StorageCharge] = []
     failures: int = 0
     last_error: str | None = None
     runs: int = 1
+
+
+class StorageCharge(BaseModel):
+    month: date
+    byte_days: int
+    amount: Money
+    """This month's storage plus any debt carried into it."""
+    paid: bool
 
 
 class VpsBackupsInput(BaseModel):
@@ -126,6 +145,8 @@ class VpsBackupsStatus(BaseModel):
     failures: int
     last_error: str | None
     runs: int
+    storage_charged: list[StorageCharge] = []
+    storage_debt: Money = Decimal("0.00")
 
 
 class VpsBackupsResult(BaseModel):

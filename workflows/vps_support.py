@@ -17,7 +17,13 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.hypervisor import HypervisorActivities, VmActionInput, node_task_queue
+    from activities.hypervisor import (
+        COPY_TIMEOUTS,
+        POWER_TIMEOUTS,
+        HypervisorActivities,
+        VmActionInput,
+        node_task_queue,
+    )
     from workflows.vps_models import SupportAction, SupportActionRequest, SupportActionResult
 
 SUPPORT_OPTIONS: dict[str, Any] = {
@@ -61,6 +67,10 @@ class VpsSupportActionWorkflow:
                 ),
                 task_queue=node_task_queue(request.node),
                 summary=f"support {request.action.value} of VPS {request.service_id} ({request.request_id})",
+                # A hung node stops the beats (stop beats while the guest shuts down; reinstall per copy).
+                heartbeat_timeout=(
+                    COPY_TIMEOUTS.heartbeat if request.action is SupportAction.REINSTALL else POWER_TIMEOUTS.heartbeat
+                ),
                 **SUPPORT_OPTIONS,
             )
         except ActivityError as exc:

@@ -23,10 +23,12 @@ from temporalio.testing import ActivityEnvironment  # noqa: E402
 
 from activities.hypervisor import (  # noqa: E402
     BackupKind,
+    BackupNotFound,
     Hypervisor,
     HypervisorActivities,
     HypervisorUnavailable,
     ImageNotFound,
+    ProviderBackupInput,
     RecordingHypervisor,
     RotateVmBackupsInput,
     VmAction,
@@ -512,3 +514,95 @@ def test_unreachable_node_is_retried_by_the_activity(tmp_path: Path) -> None:
     activities = HypervisorActivities(LibvirtHypervisor(node_uri(tmp_path / "down.xml")))
     with pytest.raises(HypervisorUnavailable):  # not an ApplicationError: the retry policy applies
         ActivityEnvironment().run(activities.power_off_vm, request("vps-a"))
+
+
+# -- provider backup after deletion (SPEC §4, VPS row) ------------------------------------------
+
+
+def provider(hypervisor: LibvirtHypervisor) -> set[str]:
+    return {name for name in volumes(hypervisor) if name.startswith("provider.")}
+
+
+def new_vm(hypervisor: LibvirtHypervisor, name: str, gib: int) -> Any:
+    """A newly ordered server: a root volume of `gib` GiB and a running domain using it."""
+    conn = hypervisor.connection()
+    conn.storagePoolLookupByName("default").createXML(
+        f"<volume><name>{name}-root</name><capacity unit='GiB'>{gib}</capacity>"
+        "<allocation>0</allocation></volume>",
+        0,
+    )
+    dom = conn.defineXML(
+        f"<domain type='test'><name>{name}</name><memory unit='MiB'>512</memory><os><type>hvm</type></os>"
+        f"<devices><disk type='volume' device='disk'><source pool='default' volume='{name}-root'/>"
+        "<target dev='vda'/></disk></devices></domain>"
+    )
+    dom.create()
+    return dom
+
+
+def test_provider_backup_keeps_disk_and_mail_but_not_backup_space_and_outlives_the_vm(
+    node_a: LibvirtHypervisor,
+) -> None:
+    assert running(node_a, "vps-a")
+    kept = node_a.keep_provider_backup("vps-a", "svc-1")
+    assert kept == ["default/provider.svc-1.vda", "default/provider.svc-1.mail"]
+    assert not running(node_a, "vps-a")  # copied from a stopped disk
+    assert node_a.keep_provider_backup("vps-a", "svc-1") == kept  # a retry copies nothing again
+    node_a.delete("vps-a")
+    assert provider(node_a) == {"provider.svc-1.vda", "provider.svc-1.mail"}
+    assert "vps-a-backup" not in volumes(node_a)  # the backup space is never kept
+    assert node_a.keep_provider_backup("vps-a", "svc-1") == sorted(kept)  # retried after the delete
+    assert node_a.purge_provider_backup("svc-1") is True
+    assert provider(node_a) == set()
+    assert node_a.purge_provider_backup("svc-1") is False
+    with pytest.raises(VmNotFound):
+        node_a.keep_provider_backup("vps-a", "svc-1")  # nothing to copy, nothing kept
+
+
+def test_provider_backup_retried_after_a_copy_cut_short(node_a: LibvirtHypervisor) -> None:
+    pool = node_a.connection().storagePoolLookupByName("default")
+    pool.createXML("<volume><name>provider.svc-2.vda</name><capacity>1</capacity></volume>", 0)  # half a copy
+    node_a.keep_provider_backup("vps-a", "svc-2")
+    assert pool.storageVolLookupByName("provider.svc-2.vda").info()[1] == 20 * GIB  # copied again, whole
+
+
+def test_restore_onto_a_bigger_new_vm_is_idempotent_and_refused_onto_a_smaller_one(
+    node_a: LibvirtHypervisor,
+) -> None:
+    node_a.keep_provider_backup("vps-a", "svc-3")
+    node_a.delete("vps-a")
+    with pytest.raises(ValueError, match="disk vda of vps-b holds 10 GiB, the backup 20 GiB"):
+        node_a.restore_provider_backup("svc-3", "vps-b")
+    dom = new_vm(node_a, "vps-c", gib=40)
+    assert node_a.restore_provider_backup("svc-3", "vps-c") is True
+    assert dom.isActive()  # it was running: started again after the copy
+    root = node_a.connection().storagePoolLookupByName("default").storageVolLookupByName("vps-c-root")
+    assert root.info()[1] == 40 * GIB  # the new tier's size is kept
+    assert node_a.restore_provider_backup("svc-3", "vps-c") is False  # a retry: already done
+    assert provider(node_a) == {"provider.svc-3.vda", "provider.svc-3.mail"}  # kept until purged
+    node_a.purge_provider_backup("svc-3")
+    new_vm(node_a, "vps-d", gib=40)
+    with pytest.raises(BackupNotFound):
+        node_a.restore_provider_backup("svc-3", "vps-d")
+
+
+def test_provider_backup_activities_fail_for_good_where_a_retry_cannot_help(node_a: LibvirtHypervisor) -> None:
+    activities = HypervisorActivities(node_a)
+    env = ActivityEnvironment()
+
+    def backup(vm_name: str, label: str) -> ProviderBackupInput:
+        return ProviderBackupInput(idempotency_key="k", service_id="s", node="node-a", vm_name=vm_name, label=label)
+
+    kept = env.run(activities.keep_provider_backup, backup("vps-a", "svc-4"))
+    assert kept.volumes == ["default/provider.svc-4.vda", "default/provider.svc-4.mail"]
+    cases = [
+        (activities.restore_provider_backup, backup("vps-b", "svc-4"), "InvalidRequest"),  # smaller disk
+        (activities.restore_provider_backup, backup("vps-b", "svc-none"), "BackupNotFound"),
+        (activities.restore_provider_backup, backup("vps-zz", "svc-4"), "VmNotFound"),
+        (activities.keep_provider_backup, backup("vps-a", "bad label!"), "InvalidRequest"),
+    ]
+    for activity_fn, payload, error_type in cases:
+        with pytest.raises(ApplicationError) as raised:
+            env.run(activity_fn, payload)
+        assert (raised.value.type, raised.value.non_retryable) == (error_type, True)
+    assert env.run(activities.purge_provider_backup, backup("", "svc-4")).changed is True

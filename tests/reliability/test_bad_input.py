@@ -51,6 +51,7 @@ UPDATES = [
     "request_refund",
     "schedule_provider_deletion",
     "cancel_provider_deletion",
+    "restore_mail",
 ]
 
 nasty_text = st.one_of(
@@ -84,6 +85,9 @@ fields = {
     "by_support": any_value,
     "years": nasty_number,
     "enabled": any_value,
+    "domains": st.one_of(any_value, st.lists(nasty_text, max_size=3)),
+    "onto_service_id": nasty_text,
+    "onto": any_value,
 }
 payloads = st.one_of(
     st.one_of(st.booleans(), nasty_number, nasty_text, st.lists(st.integers(), max_size=3)),

@@ -77,7 +77,13 @@ def test_vps_never_paid_is_closed_on_schedule() -> None:
     # D = day 20: blocked D+1, deleted D+31, backup purged 14 days later.
     assert states == [(0, "active"), (21, "blocked"), (51, "deleted"), (65, "closed")]
     hypervisor = [(line["day"], line["action"]) for line in lines if line["kind"] == "hypervisor"]
-    assert hypervisor == [(21, "power_off"), (51, "delete")]
+    # The provider backup is copied on the node before the delete and purged there 14 days later.
+    assert hypervisor == [
+        (21, "power_off"),
+        (51, "keep_provider_backup"),
+        (51, "delete"),
+        (65, "purge_provider_backup"),
+    ]
 
 
 def test_stale_and_wrong_payments_are_held_and_a_duplicate_is_applied_once() -> None:
@@ -176,3 +182,29 @@ def test_automatic_renewal_from_credit_shows_top_ups_debits_and_the_balance() ->
     assert web_states == [(0, "active"), (46, "blocked")], "still short on D: expires like an unpaid service"
     summary = lines[-1]
     assert summary["customers"]["c5"]["credit"] == credit[-1][3]
+
+
+def test_a_deleted_vps_is_restored_onto_a_new_one_for_the_fee() -> None:
+    lines = lines_of(simulate(ROOT / "examples" / "vps-restore-onto-new.json"))
+    old = [
+        (line["day"], line["kind"], line.get("action") or line.get("state"))
+        for line in lines
+        if line.get("service") == "vps-8"
+    ]
+    assert (36, "hypervisor", "keep_provider_backup") in old and (36, "state", "deleted") in old
+    rejected = [line for line in lines if line["kind"] == "command"]
+    assert [(r["day"], r["result"], r["reason"]) for r in rejected] == [
+        (38, "rejected", "no service vps-404 in hostlife")
+    ]
+    fee = [line for line in lines if line["kind"] == "invoice" and line.get("purpose") == "restore"]
+    assert [(f["day"], f["amount"]) for f in fee] == [(40, "500.00")]
+    assert [
+        (line["day"], line["onto"]) for line in lines if line.get("action") == "restore_provider_backup"
+    ] == [(41, "vps-9")]
+    assert [
+        (line["day"], line["service"], line["from"])
+        for line in lines
+        if line["kind"] == "restored_from_backup"
+    ] == [(41, "vps-9", "vps-8")]
+    assert (50, "state", "closed") in old  # the provider backup is purged 14 days after deletion
+    assert lines[-1]["services"]["vps-9"]["state"] == "active"

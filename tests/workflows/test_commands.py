@@ -14,8 +14,10 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.billing import PaymentReceived
+from activities.hypervisor import provider_backup_label
 from policy.payments import InvoicePurpose
 from policy.periods import add_period
+from starter.vps_restore import restore_target
 from tests.workflows.harness import Lab, lab
 from tests.workflows.lifecycle import (
     Handle,
@@ -329,20 +331,12 @@ async def test_severe_abuse_deletes_at_once_without_suspension_or_restore(env: W
 
 # ---------------------------------------------------------------- restore
 
-VPS_RESTORE_BUG = (
-    "NOT YET: a VPS is restored only onto a newly ordered and paid VPS (SPEC §4); until the hypervisor "
-    "keeps a provider backup after deletion, `restore` refuses a VPS (see the test below)"
-)
-
 
 @pytest.mark.parametrize(
     ("product", "subservers", "block_days", "amount"),
     [
         ("hosting", [], 60, Decimal("1700.00")),
         ("multihosting", ["s1", "s2", "s3"], 60, Decimal("2700.00")),
-        pytest.param(
-            "vps", [], 30, Decimal("1700.00"), marks=pytest.mark.xfail(strict=True, reason=VPS_RESTORE_BUG)
-        ),
     ],
 )
 async def test_restore_after_deletion_while_the_backup_exists(
@@ -366,36 +360,43 @@ async def test_restore_after_deletion_while_the_backup_exists(
         journal = await l.journal(handle)
         assert offsets(journal, l, d)[-2:] == [("deleted", block_days + 1), ("active", block_days + 5)]
         assert entries(journal, "action_failed") == []
-        if product == "vps":
-            assert offsets(journal, l, d, "hypervisor", "action")[-1] == ("restore", block_days + 5)
-            vm = status.service_id
-            assert l.hypervisor.running.get(vm) is True and vm not in l.hypervisor.deleted
-        else:
-            restored = [t for a, t in l.platform.calls if a == "restore"]
-            assert sorted(restored) == sorted([status.service_id, *subservers])
+        restored = [t for a, t in l.platform.calls if a == "restore"]
+        assert sorted(restored) == sorted([status.service_id, *subservers])
 
 
-@pytest.mark.xfail(strict=True, reason=VPS_RESTORE_BUG)
-async def test_vps_restore_paid_by_signal_brings_the_server_back(env: WorkflowEnvironment) -> None:
-    async with lab(env) as l, service(l, product="vps") as handle:
+async def test_vps_restore_goes_onto_a_new_paid_vps_for_the_fee_paid_by_signal(
+    env: WorkflowEnvironment,
+) -> None:
+    """SPEC §4: not the deleted server back, its provider backup onto a newly ordered one (500 CZK).
+    The libvirt version of this, with tiers and mail, is tests/workflows/test_vps_restore.py."""
+    async with lab(env) as l, service(l, product="vps", tier="M") as handle:
         d = (await l.status(handle)).expires_on
         await at_day(l, d, 35)
-        await handle.execute_update(SubscriptionWorkflow.restore, RestoreRequest())
-        invoice = await open_invoice(l, handle, InvoicePurpose.RESTORE)
-        await handle.signal(
-            SubscriptionWorkflow.payment_received,
-            PaymentReceived(
-                payment_id=unique("restore"),
-                variable_symbol=invoice.variable_symbol,
-                amount=invoice.amount,
-                received_at=await l.now(),
-            ),
-        )
-        status = await eventually(lambda: l.status(handle), lambda s: s.state != "deleted", seconds=3)
-        assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
-        assert status.state == "active"
-        assert entries(await l.journal(handle), "action_failed") == []
-        assert l.hypervisor.running.get(status.service_id) is True
+        refused = await _refused(l, handle, SubscriptionWorkflow.restore, RestoreRequest())
+        assert "newly ordered and paid server" in refused
+        async with service(l, product="vps", tier="M", name="vps-new", expires_in_days=365) as new:
+            target = await restore_target(l.env.client, (await l.status(new)).service_id)
+            answer = await handle.execute_update(SubscriptionWorkflow.restore, RestoreRequest(onto=target))
+            assert answer.amount == Decimal("500.00")
+            invoice = await open_invoice(l, handle, InvoicePurpose.RESTORE)
+            await handle.signal(
+                SubscriptionWorkflow.payment_received,
+                PaymentReceived(
+                    payment_id=unique("restore"),
+                    variable_symbol=invoice.variable_symbol,
+                    amount=invoice.amount,
+                    received_at=await l.now(),
+                ),
+            )
+            status = await eventually(
+                lambda: l.status(handle), lambda s: s.restored_onto is not None, seconds=3
+            )
+            assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+            assert (status.state, status.restored_onto) == ("deleted", target.service_id)
+            assert entries(await l.journal(handle), "action_failed") == []
+            label = provider_backup_label(status.service_id)
+            assert l.hypervisor.restored == {"vps-new": label}
+            assert l.hypervisor.running.get("vps-new", True) is True
 
 
 async def test_hostico_restore_is_billed_in_support_hours(env: WorkflowEnvironment) -> None:

@@ -72,17 +72,18 @@ CASES = [
         restore_offer=True,
         spec={"subservers": ["vm-a", "vm-b", "vm-c"]},
     ),
-    # VPS/APS: powered off while blocked, deleted on the node on D+31, provider backup ~14 days.
+    # VPS/APS: powered off while blocked, deleted on the node on D+31 after its provider backup is
+    # copied there, which is purged on the node ~14 days later.
     Unpaid(
         "vps",
         _lifecycle(30, 14),
-        [("power_off", 1), ("delete", 31), ("purge_backups", 45)],
+        [("power_off", 1), ("keep_provider_backup", 31), ("delete", 31), ("purge_provider_backup", 45)],
         restore_offer=True,
     ),
     Unpaid(
         "aps",
         _lifecycle(30, 14),
-        [("power_off", 1), ("delete", 31), ("purge_backups", 45)],
+        [("power_off", 1), ("keep_provider_backup", 31), ("delete", 31), ("purge_provider_backup", 45)],
         restore_offer=True,
     ),
     Unpaid("dns", _lifecycle(60, 14), _platform(1, 61, 75), restore_offer=True),
@@ -175,7 +176,11 @@ async def test_vps_is_powered_off_then_deleted_on_its_node(env: WorkflowEnvironm
         assert l.hypervisor.running["vps-web"] is False
         assert (await l.status(handle)).state == "blocked"
         await l.sleep_until(d + timedelta(days=31))
-        assert l.hypervisor.calls == [("power_off", "vps-web"), ("delete", "vps-web")]
+        assert l.hypervisor.calls == [
+            ("power_off", "vps-web"),
+            ("keep_provider_backup", "vps-web"),
+            ("delete", "vps-web"),
+        ]
         assert "vps-web" in l.hypervisor.deleted
         assert (await l.status(handle)).state == "deleted"
         journal = await l.journal(handle)

@@ -18,7 +18,7 @@ import libvirt
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from activities.hypervisor import BackupKind
+from activities.hypervisor import BackupKind, provider_backup_label
 from policy.clock import Clock
 from tests.workflows.vps_lab import Handle, Node, VpsLab, at_day, eventually, vps_lab, vps_service
 from workflows.iso_images import IsoImageWorkflow
@@ -116,8 +116,21 @@ async def test_block_pay_then_unpaid_deletes_the_domain_its_volumes_and_backups(
             assert not VPS_A_VOLUMES & volumes
             assert not {name for name in volumes if name.startswith("vps-a.backup.")}
             assert {"vps-b-root.qcow2", "debian-12.qcow2", "rescue.iso"} <= volumes
+            label = provider_backup_label(service_id)
+            # The provider backup (disk and mail space, never the backup space) outlives the VM.
+            assert {name for name in volumes if name.startswith("provider.")} == {
+                f"provider.{label}.vda",
+                f"provider.{label}.mail",
+            }
             journal = await handle.query(SubscriptionWorkflow.journal, 0)
-            assert hypervisor_actions(journal) == ["power_off", "power_on", "power_off", "delete"]
+            assert hypervisor_actions(journal) == [
+                "power_off",
+                "power_on",
+                "power_off",
+                "keep_provider_backup",
+                "delete",
+            ]
+            assert status.backup_until == d2 + timedelta(days=31 + 14)
 
             # The subscription told the backups workflow on deletion: it ends cleanly.
             with v.env.auto_time_skipping_disabled():  # the subscription's purge timer stays put
@@ -125,6 +138,18 @@ async def test_block_pay_then_unpaid_deletes_the_domain_its_volumes_and_backups(
             assert len(result.removed) == 4
             status_b = await backups.query(VpsBackupsWorkflow.status)
             assert (status_b.deleted, status_b.failures) == (True, 0)
+
+            # ~14 days later the purge timer removes the provider backup and closes the service.
+            await at_day(v, d2, 31 + 13)
+            assert {name for name in node.volumes() if name.startswith("provider.")}
+            await at_day(v, d2, 31 + 15)  # purged at 00:00 on D2+46, 14 days after deletion
+            with v.env.auto_time_skipping_disabled():
+                result = await handle.result()
+            assert result.final_state == "closed"
+            assert not {name for name in node.volumes() if name.startswith("provider.")}
+            journal = await handle.query(SubscriptionWorkflow.journal, 0)
+            assert hypervisor_actions(journal)[-1] == "purge_provider_backup"
+            assert [e for e in journal if e.kind == "action_failed"] == []
 
 
 async def test_parking_keeps_the_domain_exactly_and_bills_the_parking_price(

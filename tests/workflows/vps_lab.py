@@ -96,9 +96,15 @@ class VpsLab:
 
 @contextlib.asynccontextmanager
 async def vps_lab(
-    env: WorkflowEnvironment, tmp_path: Path, nodes: int = 1, *, down: tuple[int, ...] = ()
+    env: WorkflowEnvironment,
+    tmp_path: Path,
+    nodes: int = 1,
+    *,
+    down: tuple[int, ...] = (),
+    wrap: Callable[[LibvirtHypervisor], Any] | None = None,
 ) -> AsyncIterator[VpsLab]:
-    """`nodes` independent libvirt nodes; those whose index is in `down` start without their file."""
+    """`nodes` independent libvirt nodes; those whose index is in `down` start without their file.
+    `wrap` puts a stand-in between each node worker and its libvirt (e.g. a node that hangs)."""
     adapters = Adapters(
         billing=SqliteBilling(),
         mailer=RecordingMailer(),
@@ -128,7 +134,12 @@ async def vps_lab(
                 env.client,
                 task_queue=vps_task_queue,
                 workflows=list(VPS_WORKFLOWS),
-                activities=[vps_storage.charge_iso_storage, vps_storage.warn_iso_storage_unpaid],
+                activities=[
+                    vps_storage.charge_iso_storage,
+                    vps_storage.warn_iso_storage_unpaid,
+                    vps_storage.charge_backup_storage,
+                    vps_storage.warn_backup_storage_unpaid,
+                ],
                 activity_executor=executor,
             )
         )
@@ -138,7 +149,7 @@ async def vps_lab(
                 Worker(
                     env.client,
                     task_queue=node_task_queue(node.name),
-                    activities=node_activities(node.hypervisor),
+                    activities=node_activities(wrap(node.hypervisor) if wrap else node.hypervisor),
                     activity_executor=executor,
                 )
             )
