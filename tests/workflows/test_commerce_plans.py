@@ -25,7 +25,17 @@ from policy.pricing import round_money
 from starter.accounts import balance
 from starter.commerce import change_plan_request, provider_deletion_request, refund_request
 from tests.workflows.harness import Lab, lab
-from tests.workflows.lifecycle import Handle, at_day, czk, entries, eventually, open_invoice, pay, service, unique
+from tests.workflows.lifecycle import (
+    Handle,
+    at_day,
+    czk,
+    entries,
+    eventually,
+    open_invoice,
+    pay,
+    service,
+    unique,
+)
 from workflows.commerce_models import PlanQuoteView, ProviderDeletionCancel
 from workflows.models import BillingDetailsChanged, Customer, ServiceState
 from workflows.subscription import SubscriptionWorkflow
@@ -104,7 +114,11 @@ async def test_an_upgrade_is_invoiced_to_the_day_and_switches_the_plan_when_paid
         result = await change(handle, "hosting-standard", UP)
         expected = Decimal("240.00") if year_days(d) == 365 else Decimal("239.34")  # 1200 × 73 / 366
         invoice = await open_invoice(l, handle, InvoicePurpose.UPGRADE)
-        assert (czk(invoice), invoice.currency, invoice.due_on) == (expected, "RON", today + timedelta(days=6))
+        assert (czk(invoice), invoice.currency, invoice.due_on) == (
+            expected,
+            "RON",
+            today + timedelta(days=6),
+        )
         # 240.00 × 0.204 = 48.96 RON (239.34 × 0.204 = 48.825… → 48.83): what the customer is asked to pay.
         assert result.amount == invoice.amount == ron(str(expected))
         assert f"pay {invoice.amount} RON ({expected} CZK)" in result.message
@@ -194,7 +208,9 @@ async def test_a_renewal_paid_while_an_upgrade_waits_voids_the_upgrade(env: Work
         quote = (await commerce(handle)).pending_upgrade
         assert quote is not None and quote.quote.expires_on == status.expires_on
         again = await open_invoice(l, handle, InvoicePurpose.UPGRADE)
-        assert czk(again) == round_money(Decimal(1200) * quote.quote.days_remaining / quote.quote.days_in_period)
+        assert czk(again) == round_money(
+            Decimal(1200) * quote.quote.days_remaining / quote.quote.days_in_period
+        )
         assert result.amount == again.amount
 
 
