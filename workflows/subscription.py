@@ -678,7 +678,15 @@ class SubscriptionWorkflow(MoneyInMixin, OffersMixin, CommerceMixin, VpsRestoreM
                 "amount": str(record.amount),
                 "due": record.due_on.isoformat(),
                 "purpose": purpose.value,
-                **({"currency": record.currency, "rate": str(record.exchange_rate)} if record.currency else {}),
+                **(
+                    {
+                        "currency": record.currency,
+                        "rate": str(record.exchange_rate),
+                        "price_amount": str(record.price_amount),  # the price-currency figure (CZK)
+                    }
+                    if record.currency
+                    else {}
+                ),
             },
             at,
         )

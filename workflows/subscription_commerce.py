@@ -91,6 +91,20 @@ CREDIT_OPTIONS: dict[str, Any] = {
 }
 
 
+def _in_price_currency(invoice: InvoiceRecord) -> Decimal:
+    """What an invoice charges in the price currency: a Hostico invoice is in RON and keeps its CZK
+    price beside it. Rules (refund deductions, plan-change records, renewal prices) compare CZK."""
+    return invoice.price_amount if invoice.price_amount is not None else invoice.amount
+
+
+def _payable(invoice: InvoiceRecord, price_currency: str) -> str:
+    """`48.96 RON (240.00 CZK)`: what to pay, in the invoice's currency, with its price beside it."""
+    currency = invoice.currency or price_currency
+    if currency == price_currency or invoice.price_amount is None:
+        return f"{invoice.amount} {currency}"
+    return f"{invoice.amount} {currency} ({invoice.price_amount} {price_currency})"
+
+
 class CommerceMixin:
     """Handlers and hooks for SPEC §6 plan changes, refunds and provider deletion."""
 
@@ -108,6 +122,7 @@ class CommerceMixin:
         def _open_invoice(self, purpose: InvoicePurpose | None = None) -> InvoiceRecord | None: ...
         def _base_facts(self) -> NoticeFacts: ...
         def _renewal_amount(self) -> Decimal: ...
+        def _invoice_currency_of(self, variable_symbol: str) -> str: ...
         def _action_failed(self, action: str, exc: ActivityError, at: datetime) -> None: ...
         def _refuse_if_gone(self) -> None: ...
         async def _credit_amount(self, amount: Decimal, at: datetime) -> tuple[Decimal, str | None]: ...
@@ -150,7 +165,7 @@ class CommerceMixin:
                 pending.plan,
                 at,
                 f"upgrade:{pending.request_number}",
-                amount=invoice.amount,
+                amount=_in_price_currency(invoice),
                 fee=pending.quote.fee,
             )
             return
@@ -341,10 +356,12 @@ class CommerceMixin:
             quote=quote,
         )
         self._commerce_spawn(self._watch_upgrade(number))
-        fee = "" if quote.free_change else f" (with the plan-change fee {quote.fee})"
+        price_currency = self.state.terms.currency
+        fee = "" if quote.free_change else f" with the plan-change fee {quote.fee} {price_currency}"
         return CommandResult(
             message=(
-                f"upgrade to {target.name}: pay {invoice.amount}{fee} by {due_on} (VS {invoice.variable_symbol}); "
+                f"upgrade to {target.name}: pay {_payable(invoice, price_currency)}{fee} by {due_on} "
+                f"(VS {invoice.variable_symbol}); "
                 f"the plan switches on payment, expiry stays {self.state.expires_on}"
             ),
             variable_symbol=invoice.variable_symbol,
@@ -367,7 +384,10 @@ class CommerceMixin:
             fee_invoice = await self._issue_invoice(
                 InvoicePurpose.PLAN_CHANGE_FEE, quote.fee, self._today() + timedelta(days=FEE_DUE_DAYS), at
             )
-            message += f"; plan-change fee {quote.fee}: pay VS {fee_invoice.variable_symbol}"
+            message += (
+                f"; plan-change fee {quote.fee} {state.terms.currency}: "
+                f"pay {_payable(fee_invoice, state.terms.currency)} by VS {fee_invoice.variable_symbol}"
+            )
             return CommandResult(
                 message=message, variable_symbol=fee_invoice.variable_symbol, amount=fee_invoice.amount
             )
@@ -470,7 +490,7 @@ class CommerceMixin:
             at,
         )
         renewal = self._open_invoice(InvoicePurpose.RENEWAL)
-        if renewal is not None and renewal.amount != self._renewal_amount():
+        if renewal is not None and _in_price_currency(renewal) != self._renewal_amount():
             await self._cancel_invoice(renewal, f"plan changed to {plan.name}", at)
             await self._issue_invoice(
                 InvoicePurpose.RENEWAL, self._renewal_amount(), renewal.due_on, at, period=renewal.period
@@ -578,6 +598,10 @@ class CommerceMixin:
                             if invoice
                             else pending.variable_symbol,
                             "amount": pending.amount,
+                            # pending.amount is the invoice's, in the invoice currency (Hostico: RON)
+                            "currency": self._invoice_currency_of(
+                                invoice.variable_symbol if invoice else pending.variable_symbol
+                            ),
                         }
                     ),
                 )
@@ -592,7 +616,7 @@ class CommerceMixin:
         state = self.state
         self._check_rules(request.rules)
         deducted = [
-            i.amount
+            _in_price_currency(i)
             for i in state.invoices
             if i.status is InvoiceState.OPEN and i.purpose not in NOT_DEDUCTED
         ]

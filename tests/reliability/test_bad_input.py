@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
+from temporalio.workflow import _Definition
 
 from starter.temporal_setup import installed_binary, register_search_attributes
 from tests.workflows.harness import Lab, lab
@@ -52,7 +53,12 @@ UPDATES = [
     "schedule_provider_deletion",
     "cancel_provider_deletion",
     "restore_mail",
+    "apply_coupon",
+    "announce_price",
+    "renew_prepaid",
+    "set_stored_card",
 ]
+"""Every update of SubscriptionWorkflow (checked below, so a new one cannot be left out)."""
 
 nasty_text = st.one_of(
     st.text(max_size=40),
@@ -88,6 +94,19 @@ fields = {
     "domains": st.one_of(any_value, st.lists(nasty_text, max_size=3)),
     "onto_service_id": nasty_text,
     "onto": any_value,
+    "code": nasty_text,
+    "product": st.one_of(nasty_text, st.sampled_from(["hosting", "vps", "domain"])),
+    "plan": st.one_of(any_value, st.sampled_from(["hosting-start", "hosting-premium", "vps-l"])),
+    "price": nasty_number,
+    "effective_on": st.one_of(nasty_text, st.sampled_from(["1900-01-01", "9999-12-31", "2026-02-30"])),
+    "reference": nasty_text,
+    "debit_key": nasty_text,
+    "currency": st.one_of(nasty_text, st.sampled_from(["CZK", "EUR", "RON", "czk", "XXXX"])),
+    "expected_amount": nasty_number,
+    "balance": nasty_number,
+    "card": st.one_of(
+        any_value, st.fixed_dictionaries({}, optional={"token": nasty_text, "label": nasty_text})
+    ),
 }
 payloads = st.one_of(
     st.one_of(st.booleans(), nasty_number, nasty_text, st.lists(st.integers(), max_size=3)),
@@ -142,6 +161,11 @@ async def call(handle: Handle, update: str, payload: Any) -> tuple[str, str]:
     return "ok", str(result)
 
 
+def test_the_fuzzed_updates_are_every_update_of_the_workflow() -> None:
+    defined = {name for name in _Definition.must_from_class(SubscriptionWorkflow).updates if name}
+    assert set(UPDATES) == defined
+
+
 async def test_every_update_refuses_bad_input_clearly_and_the_service_never_sticks(
     env: WorkflowEnvironment,
 ) -> None:
@@ -172,6 +196,13 @@ async def test_every_update_refuses_bad_input_clearly_and_the_service_never_stic
             bridge.run(one(), timeout=60)
 
         try:
+            # Each update at least once, whatever Hypothesis samples: a request that is not an object.
+            for update in UPDATES:
+                handle = await services.current()
+                outcome, message = await call(handle, update, "not a request")
+                assert (outcome, bool(message.strip())) == ("refused", True), (update, message)
+                seen[update].add(outcome)
+                assert await stuck_task_attempts(handle) <= 1, f"{update} left a failing task"
             await asyncio.to_thread(property_)
             # After all of it, the last service still takes a correct payment.
             handle = await services.current()
@@ -217,14 +248,12 @@ async def test_an_update_with_a_null_argument_is_refused_not_stuck(env: Workflow
     async with lab(env) as l:
         handle = await l.start(expires_in_days=20)
         try:
-            for update in (
-                "billing_details_changed",
-                "change_plan",
-                "request_refund",
-                "schedule_provider_deletion",
-            ):
+            for update in UPDATES:
+                if update in ("park", "unpark"):
+                    continue  # their request is optional: null is "no options"
                 outcome, message = await call(handle, update, None)
                 assert outcome == "refused" and message, update
+                assert await stuck_task_attempts(handle) <= 1, f"{update}(null) left a failing task"
         finally:
             await finish(handle)
 

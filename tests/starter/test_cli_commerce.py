@@ -33,11 +33,15 @@ def test_upgrade_invoices_the_difference_and_pay_switches_the_plan(dev_stack: De
     answer = as_json(dev_stack, "upgrade", service, "hosting-standard")
     pending = view(dev_stack, service).pending_upgrade
     assert pending is not None
-    # 1200 × 101 days / the days of the prepaid year, rounded once.
+    # 1200 × 101 days / the days of the prepaid year, rounded once: the CZK price of the invoice.
     days = pending.quote
     expected = round_money(Decimal(1200) * days.days_remaining / days.days_in_period)
-    assert Decimal(str(answer["amount"])) == expected == pending.amount
+    assert days.amount_due == expected
+    # Hostico invoices in RON: that price × (0.2000 + 2 %) development rate, rounded once, is what is paid.
+    payable = round_money(expected * Decimal("0.204"))
+    assert Decimal(str(answer["amount"])) == payable == pending.amount
     assert answer["variable_symbol"] == pending.variable_symbol
+    assert f"pay {payable} RON ({expected} CZK)" in answer["message"]
     assert "the plan switches on payment" in answer["message"]
     paid = as_json(
         dev_stack, "pay", service, "--vs", pending.variable_symbol, "--amount", str(pending.amount)
@@ -50,9 +54,10 @@ def test_upgrade_invoices_the_difference_and_pay_switches_the_plan(dev_stack: De
 def test_downgrade_credits_whole_months(dev_stack: DevStack) -> None:
     service = hostico(dev_stack, "hosting-premium", "3600.00", days=72)
     out = ok(dev_stack, "downgrade", service, "hosting-standard").stdout
-    # 73 days with today: 2 whole months × (3600 − 2400) / 12 = 200.00 on the credit account.
+    # 73 days with today: 2 whole months × (3600 − 2400) / 12 = 200.00 CZK; the Hostico credit
+    # account is in EUR: 200.00 × 0.04 (development ČNB rate) = 8.00 EUR.
     assert f"{service}: downgraded to hosting-standard from today" in out
-    assert "200.00 credited for 2 whole month(s)" in out
+    assert "; 8.00 EUR (200.00 CZK at fixed " in out and " credited for 2 whole month(s)" in out
     assert dev_stack.status(service).price == Decimal("2400.00")
 
 

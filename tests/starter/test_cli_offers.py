@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -153,9 +154,11 @@ def test_coupon_apply_to_an_open_first_invoice_and_not_after_payment(dev_stack: 
 
 
 def test_price_announce_tells_the_affected_services_only(dev_stack: DevStack) -> None:
-    plan = f"plan-{uuid.uuid4().hex[:6]}"
-    affected = dev_stack.start(100, profile="hostico", plan=plan)
-    other = dev_stack.start(100, profile="hostico", plan=f"other-{plan}")
+    # Plans are validated against policy/plans.toml, so both are real; other tests' services on the
+    # same plan (the dev server is shared by the session) are told too, which is right.
+    plan = "hosting-premium"
+    affected = dev_stack.start(100, profile="hostico", plan=plan, price=Decimal("3600.00"))
+    other = dev_stack.start(100, profile="hostico", plan="hosting-start")
     dev_stack.wait_visible(f"HostlifeServiceId = '{affected}'")
     dev_stack.wait_visible(f"HostlifeServiceId = '{other}'")
     soon = (dev_stack.today() + timedelta(days=20)).isoformat()
@@ -179,7 +182,13 @@ def test_price_announce_tells_the_affected_services_only(dev_stack: DevStack) ->
         f"new price 1500.00 CZK per P1Y from {expires_on + timedelta(days=1)}" in by_id[affected]["message"]
     )
     assert by_id[other]["result"] == "not affected"
-    assert all(r["result"] != "refused" for r in results)
+    assert "the service's plan is hosting-start, not hosting-premium" in by_id[other]["message"]
+    # Nothing live is refused; a service another test has just deleted may still be listed as running.
+    refused = [r for r in results if r["result"] == "refused"]
+    assert all(re.fullmatch(r"service \S+ is (deleted|closed|released)", r["message"]) for r in refused), (
+        refused
+    )
+    assert affected not in {r["service_id"] for r in refused}
 
 
 def test_usage_report_notifies_and_refuses_bad_input(dev_stack: DevStack) -> None:

@@ -27,6 +27,22 @@ def of(lines: list[dict[str, Any]], service: str, kind: str, **match: Any) -> li
     ]
 
 
+RON_PER_CZK = Decimal("0.204000")
+"""The fixed development rate the simulator uses: 0.2000 RON/CZK (worker.DEVELOPMENT_RATES) + 2 %."""
+EUR_PER_CZK = Decimal("0.04")
+"""The fixed development ČNB rate for the EUR credit account."""
+
+
+def assert_in_ron(invoice: dict[str, Any], price_czk: Decimal) -> None:
+    """A Hostico invoice line: its CZK price, and its RON amount that price × the rate, rounded once."""
+    assert (invoice["currency"], invoice["rate"], invoice["price_amount"]) == (
+        "RON",
+        str(RON_PER_CZK),
+        str(price_czk),
+    ), invoice
+    assert invoice["amount"] == str(round_money(price_czk * RON_PER_CZK)), invoice
+
+
 def test_the_plan_changes_example_to_the_heller() -> None:
     result = simulate(EXAMPLE)
     assert result.returncode == 0, result.stderr
@@ -37,21 +53,25 @@ def test_the_plan_changes_example_to_the_heller() -> None:
 
     # web-up: 1200 → 2400 on day 2, 99 days left with the day itself; paid on day 5, switched then.
     [invoice] = of(lines, "web-up", "invoice", action="issued")
-    assert (
-        invoice["amount"] == str(round_money(Decimal(1200) * 99 / year)) and invoice["purpose"] == "upgrade"
-    )
+    assert invoice["purpose"] == "upgrade"
+    assert_in_ron(invoice, round_money(Decimal(1200) * 99 / year))  # 325.48 CZK → 66.40 RON
+    [paid] = of(lines, "web-up", "payment", result="applied")
+    assert (paid["day"], paid["amount"]) == (5, invoice["amount"])
     [switched] = of(lines, "web-up", "plan_change", action="switched")
     assert (switched["day"], switched["to"], switched["price"]) == (5, "hosting-standard", "2400.00")
 
-    # web-down: 3600 → 2400 on day 3, 98 days = 3 whole months × 100.00 credit; an upgrade back on
-    # day 20 is within 60 days: 1200 × 81 / year + 600.00 fee, never paid, voided on day 27.
+    # web-down: 3600 → 2400 on day 3, 98 days = 3 whole months × 100.00 = 300.00 CZK credit, on the
+    # EUR credit account 300.00 × 0.04 = 12.00 EUR; an upgrade back on day 20 is within 60 days:
+    # 1200 × 81 / year + 600.00 fee, never paid, voided on day 27.
     [credited] = of(lines, "web-down", "plan_change", action="credited")
-    assert credited["amount"] == "300.00"
+    credit_eur = str(round_money(Decimal("300.00") * EUR_PER_CZK))
+    assert (credited["amount"], credited["currency"]) == (credit_eur, "EUR") == ("12.00", "EUR")
+    assert credited["converted"].startswith("300.00 CZK at fixed ")
     assert of(lines, "web-down", "credit") == []  # the account's own line, not the service's, shows it
     [account] = [line for line in lines if line.get("customer") == "c5" and line["kind"] == "credit"]
-    assert (account["action"], account["amount"], account["balance"]) == ("refund", "300.00", "300.00")
+    assert (account["action"], account["amount"], account["balance"]) == ("refund", credit_eur, credit_eur)
     [fee_upgrade] = of(lines, "web-down", "invoice", action="issued")
-    assert fee_upgrade["amount"] == str(round_money(Decimal(1200) * 81 / year + 600))
+    assert_in_ron(fee_upgrade, round_money(Decimal(1200) * 81 / year + 600))
     [voided] = of(lines, "web-down", "plan_change", action="voided")
     assert voided["day"] == 27
 
@@ -70,7 +90,7 @@ def test_the_plan_changes_example_to_the_heller() -> None:
     assert deleted["day"] == 16
     summary = lines[-1]
     assert summary["services"]["web-notice"]["state"] == "closed"
-    assert summary["customers"]["c5"]["credit"] == "300.00"
+    assert summary["customers"]["c5"]["credit"] == credit_eur
 
 
 SERVICE = '{"id": "s", "customer": "c", "product": "hosting", "expires_in_days": 50, "price": "1200.00"'

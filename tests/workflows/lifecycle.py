@@ -18,6 +18,7 @@ from temporalio.client import WorkflowHandle, WorkflowQueryFailedError
 from temporalio.service import RPCError
 
 from policy.payments import InvoicePurpose, InvoiceRecord
+from policy.pricing import round_money
 from tests.workflows.harness import Lab
 from workflows.models import JournalEntry, PaymentOutcome, PaymentRequest
 from workflows.subscription import SubscriptionWorkflow
@@ -65,6 +66,20 @@ def entries(journal: list[JournalEntry], kind: str, **match: Any) -> list[Journa
 
 def since(journal: list[JournalEntry], start: int) -> list[JournalEntry]:
     return [e for e in journal if e.sequence > start]
+
+
+def czk(invoice: Any) -> Decimal:
+    """The invoice's price in CZK; a Hostico invoice is issued in RON, so check its one rounding too.
+
+    The rules (prices, upgrades, fees) are in the price currency; the RON amount must be exactly
+    that price × the recorded rate (central bank + margin), rounded half up once.
+    """
+    if invoice.currency in (None, "CZK"):
+        assert invoice.price_amount in (None, invoice.amount), invoice
+        return Decimal(invoice.amount)
+    assert invoice.exchange_rate is not None and invoice.price_amount is not None, invoice
+    assert invoice.amount == round_money(invoice.price_amount * invoice.exchange_rate), invoice
+    return Decimal(invoice.price_amount)
 
 
 async def open_invoice(l: Lab, handle: Handle, purpose: InvoicePurpose | None = None) -> InvoiceRecord:

@@ -1,6 +1,9 @@
 """SPEC §6 (hostico) on the time-skipping server: upgrades, downgrades, refunds, provider deletion.
 
-Amounts are worked out by hand beside each assertion. The server runs on the real calendar, so a
+Amounts are worked out by hand beside each assertion. They are CZK, the price currency the rules
+are stated in; Hostico invoices are in RON, so `czk()` checks each invoice's CZK price and that its
+RON amount is that price × the recorded rate, rounded once (tests run at the fixed development rate
+0.2000 RON/CZK + 2 % = 0.204). The credit account is in EUR (development rate 0.04 EUR/CZK). The server runs on the real calendar, so a
 prepaid year has 365 days unless it spans a 29 February; the tests that depend on it say both.
 """
 
@@ -22,7 +25,17 @@ from policy.pricing import round_money
 from starter.accounts import balance
 from starter.commerce import change_plan_request, provider_deletion_request, refund_request
 from tests.workflows.harness import Lab, lab
-from tests.workflows.lifecycle import Handle, at_day, entries, eventually, open_invoice, pay, service, unique
+from tests.workflows.lifecycle import (
+    Handle,
+    at_day,
+    czk,
+    entries,
+    eventually,
+    open_invoice,
+    pay,
+    service,
+    unique,
+)
 from workflows.commerce_models import PlanQuoteView, ProviderDeletionCancel
 from workflows.models import BillingDetailsChanged, Customer, ServiceState
 from workflows.subscription import SubscriptionWorkflow
@@ -72,6 +85,16 @@ async def continued_as_new(handle: Handle, run_id: str | None) -> None:
     raise AssertionError("the workflow never continued as new")
 
 
+def ron(amount_czk: str) -> Decimal:
+    """A CZK price on a Hostico invoice at the development rate 0.2000 RON/CZK + 2 %, rounded once."""
+    return round_money(Decimal(amount_czk) * Decimal("0.204"))
+
+
+def eur(amount_czk: str) -> Decimal:
+    """A CZK amount on the Hostico credit account (EUR) at the development ČNB rate 0.04 EUR/CZK."""
+    return round_money(Decimal(amount_czk) * Decimal("0.04"))
+
+
 async def first_invoice(l: Lab, handle: Handle) -> Any:
     """D is less than 30 days away: the renewal invoice goes out at once (after the first task)."""
     await eventually(lambda: l.status(handle), lambda s: s.open_invoice is not None)
@@ -90,9 +113,15 @@ async def test_an_upgrade_is_invoiced_to_the_day_and_switches_the_plan_when_paid
         today = d - timedelta(days=72)
         result = await change(handle, "hosting-standard", UP)
         expected = Decimal("240.00") if year_days(d) == 365 else Decimal("239.34")  # 1200 × 73 / 366
-        assert result.amount == expected
         invoice = await open_invoice(l, handle, InvoicePurpose.UPGRADE)
-        assert (invoice.amount, invoice.due_on) == (expected, today + timedelta(days=6))
+        assert (czk(invoice), invoice.currency, invoice.due_on) == (
+            expected,
+            "RON",
+            today + timedelta(days=6),
+        )
+        # 240.00 × 0.204 = 48.96 RON (239.34 × 0.204 = 48.825… → 48.83): what the customer is asked to pay.
+        assert result.amount == invoice.amount == ron(str(expected))
+        assert f"pay {invoice.amount} RON ({expected} CZK)" in result.message
         view = await commerce(handle)
         assert view.pending_upgrade is not None and view.pending_upgrade.void_on == today + timedelta(days=7)
         assert view.plan == "hosting-start" and (await l.status(handle)).price == Decimal("1200.00")
@@ -113,7 +142,7 @@ async def test_an_upgrade_is_invoiced_to_the_day_and_switches_the_plan_when_paid
         # The next renewal is priced at the new plan; the expiry date never moved.
         await at_day(l, d, -29)
         renewal = await open_invoice(l, handle, InvoicePurpose.RENEWAL)
-        assert renewal.amount == Decimal("2400.00")
+        assert czk(renewal) == Decimal("2400.00") and renewal.amount == Decimal("489.60")
         # The void day passed long ago with the invoice paid: nothing was cancelled.
         assert entries(await l.journal(handle), "plan_change", action="voided") == []
 
@@ -125,7 +154,8 @@ async def test_an_unpaid_upgrade_is_voided_after_7_days_and_the_plan_stays(env: 
         await change(handle, "hosting-premium", UP)
         invoice = await open_invoice(l, handle, InvoicePurpose.UPGRADE)
         # 2400 × 101 / 365 = 664.109… → 664.11 (366 days: 662.295… → 662.30)
-        assert invoice.amount == (Decimal("664.11") if year_days(d) == 365 else Decimal("662.30"))
+        expected = Decimal("664.11") if year_days(d) == 365 else Decimal("662.30")
+        assert czk(invoice) == expected and invoice.amount == ron(str(expected))  # 135.48 RON
 
         await at_day(l, d, -94)  # day 6: still open
         assert (await commerce(handle)).pending_upgrade is not None
@@ -139,6 +169,10 @@ async def test_an_unpaid_upgrade_is_voided_after_7_days_and_the_plan_stays(env: 
         [line] = entries(await l.journal(handle), "plan_change", action="voided")
         assert l.clock.today(line.at) == today + timedelta(days=7)
         assert "upgrade_voided" in l.mails()
+        # The notice names the amount in the currency of the cancelled invoice, never RON called CZK.
+        [voided_mail] = [m for m in l.mailer.sent if m["X-Hostlife-Template"] == "upgrade_voided"]
+        text = voided_mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+        assert str(invoice.amount) in text and "RON" in text and "CZK" not in text, text
         # Paying the voided invoice now switches nothing: the payment is held for the billing department.
         outcome = await pay(handle, invoice)
         assert outcome.result == "held"
@@ -154,7 +188,7 @@ async def test_a_renewal_paid_while_an_upgrade_waits_voids_the_upgrade(env: Work
         await change(handle, "hosting-standard", UP)
         upgrade = await open_invoice(l, handle, InvoicePurpose.UPGRADE)
         # The plan has not switched yet, so the renewal invoice stays at the old price.
-        assert renewal.amount == Decimal("1200.00")
+        assert czk(renewal) == Decimal("1200.00")
         run_id = (await handle.describe()).run_id
         await pay(handle, renewal)
         await continued_as_new(handle, run_id)
@@ -173,9 +207,11 @@ async def test_a_renewal_paid_while_an_upgrade_waits_voids_the_upgrade(env: Work
         result = await change(handle, "hosting-standard", UP)
         quote = (await commerce(handle)).pending_upgrade
         assert quote is not None and quote.quote.expires_on == status.expires_on
-        assert result.amount == round_money(
+        again = await open_invoice(l, handle, InvoicePurpose.UPGRADE)
+        assert czk(again) == round_money(
             Decimal(1200) * quote.quote.days_remaining / quote.quote.days_in_period
         )
+        assert result.amount == again.amount
 
 
 async def test_upgrade_paid_inside_the_invoice_window_reprices_the_open_renewal(
@@ -188,7 +224,8 @@ async def test_upgrade_paid_inside_the_invoice_window_reprices_the_open_renewal(
         await pay(handle, await open_invoice(l, handle, InvoicePurpose.UPGRADE))
         reissued = await open_invoice(l, handle, InvoicePurpose.RENEWAL)
         assert reissued.variable_symbol != renewal.variable_symbol
-        assert (reissued.amount, reissued.due_on) == (Decimal("2400.00"), renewal.due_on)
+        assert (czk(reissued), reissued.due_on) == (Decimal("2400.00"), renewal.due_on)
+        assert reissued.amount == Decimal("489.60")  # 2400.00 × 0.204
 
 
 # ---------------------------------------------------------------- downgrades and the 60-day window
@@ -198,38 +235,55 @@ async def test_a_downgrade_credits_whole_months_and_a_second_change_pays_the_sup
     env: WorkflowEnvironment,
 ) -> None:
     """3600 → 2400 with 72 days to D: 2 whole months (never 3: those are at least 89 days).
-    Credit 2 × (3600 − 2400) / 12 = 200.00. A second change within 60 days: fee 1 h × 600.00."""
+    Credit 2 × (3600 − 2400) / 12 = 200.00 CZK, on the EUR credit account 200.00 × 0.04 = 8.00 EUR.
+    A second change within 60 days: fee 1 h × 600.00 CZK."""
     spec = hostico("hosting-premium", "3600.00", 72)
     async with lab(env) as l, service(l, **spec) as handle:
         d = await l.day0(handle)
         result = await change(handle, "hosting-standard", DOWN)
-        assert result.amount == Decimal("200.00") and "2 whole month" in result.message
+        assert result.amount == Decimal("200.00")  # the rule's figure, in the price currency
+        assert "8.00 EUR (200.00 CZK at fixed " in result.message and "2 whole month" in result.message
         status = await l.status(handle)
         assert (status.price, status.expires_on) == (Decimal("2400.00"), d)
         found = await balance(env.client, spec["customer"].id)
-        assert found is not None and found.balance == Decimal("200.00")
+        assert found is not None and (found.balance, found.currency) == (eur("200.00"), "EUR")
+        [credited] = entries(await l.journal(handle), "plan_change", action="credited")
+        assert (credited.data["amount"], credited.data["currency"]) == ("8.00", "EUR")
+        assert str(credited.data["converted"]).startswith("200.00 CZK at fixed ")
         assert l.platform.plans[status.service_id] == "hosting-standard"
 
         await at_day(l, d, -41)  # 31 days later: inside the 60-day window
         # Upgrade back: 1200 × 42 / 365 = 138.082… plus the 600.00 fee, rounded once: 738.08.
         result = await change(handle, "hosting-premium", UP)
-        assert result.amount == (Decimal("738.08") if year_days(d) == 365 else Decimal("737.70"))
-        await pay(handle, await open_invoice(l, handle, InvoicePurpose.UPGRADE))
+        upgrade = await open_invoice(l, handle, InvoicePurpose.UPGRADE)
+        expected = Decimal("738.08") if year_days(d) == 365 else Decimal("737.70")
+        assert czk(upgrade) == expected and result.amount == upgrade.amount == ron(str(expected))
+        assert "with the plan-change fee 600.00 CZK" in result.message
+        await pay(handle, upgrade)
         assert (await l.status(handle)).price == Decimal("3600.00")
 
         await at_day(l, d, -20)  # 21 days after the last change: a downgrade now also pays the fee
         result = await change(handle, "hosting-start", DOWN)
         # Less than a whole month left: no credit. The fee is its own invoice, not netted.
         fee = await open_invoice(l, handle, InvoicePurpose.PLAN_CHANGE_FEE)
-        assert (fee.amount, result.variable_symbol) == (Decimal("600.00"), fee.variable_symbol)
+        assert (czk(fee), result.variable_symbol) == (Decimal("600.00"), fee.variable_symbol)
+        assert result.amount == fee.amount == Decimal("122.40")  # 600.00 × 0.204 RON
+        assert "plan-change fee 600.00 CZK: pay 122.40 RON (600.00 CZK)" in result.message
         found = await balance(env.client, spec["customer"].id)
-        assert found is not None and found.balance == Decimal("200.00")
+        assert found is not None and found.balance == eur("200.00")
         # Paying the fee renews nothing.
         await pay(handle, fee)
         status = await l.status(handle)
         assert (status.expires_on, status.renewals, status.price) == (d, 0, Decimal("1200.00"))
         renewal = await open_invoice(l, handle, InvoicePurpose.RENEWAL)
-        assert renewal.amount == Decimal("1200.00")
+        assert czk(renewal) == Decimal("1200.00")
+        # The plan records are in CZK whatever the invoice currency: the credit, then what the upgrade cost.
+        view = await commerce(handle)
+        assert [(c.kind, c.amount, c.fee) for c in view.changes] == [
+            (DOWN, Decimal("200.00"), Decimal("0.00")),
+            (UP, expected, Decimal("600.00")),
+            (DOWN, Decimal("0.00"), Decimal("600.00")),
+        ]
 
 
 async def test_a_change_60_days_after_the_last_is_free_again(env: WorkflowEnvironment) -> None:
@@ -240,11 +294,9 @@ async def test_a_change_60_days_after_the_last_is_free_again(env: WorkflowEnviro
         result = await change(handle, "hosting-standard", UP)
         invoice = await open_invoice(l, handle, InvoicePurpose.UPGRADE)
         # 1200 × 141 / 365 = 463.561… → 463.56, no fee (366 days: 462.295… → 462.30)
-        assert (
-            invoice.amount
-            == result.amount
-            == (Decimal("463.56") if year_days(d) == 365 else Decimal("462.30"))
-        )
+        expected = Decimal("463.56") if year_days(d) == 365 else Decimal("462.30")
+        assert czk(invoice) == expected and invoice.amount == result.amount == ron(str(expected))
+        assert "plan-change fee" not in result.message
 
 
 async def test_a_vps_plan_change_resizes_the_vm_and_tells_the_platform(env: WorkflowEnvironment) -> None:
@@ -262,7 +314,7 @@ async def test_a_vps_plan_change_resizes_the_vm_and_tells_the_platform(env: Work
             Decimal("660.00"),
             21,
         )
-        assert invoice.amount == round_money(Decimal(330) * 21 / quote.days_in_period)
+        assert czk(invoice) == round_money(Decimal(330) * 21 / quote.days_in_period)
         await pay(handle, invoice)
         status = await l.status(handle)
         assert (status.price, status.expires_on) == (Decimal("660.00"), d)
@@ -394,7 +446,8 @@ async def test_a_later_refund_pays_the_whole_months_left_minus_unpaid_proformas(
         await at_day(l, d, -91)  # day 39
         await change(handle, "hosting-start", DOWN)  # second within 60 days: fee 600.00 open
         fee = await open_invoice(l, handle, InvoicePurpose.PLAN_CHANGE_FEE)
-        assert fee.amount == Decimal("600.00")
+        # The fee is deducted at its CZK price, never at its RON amount (122.40 would leave 77.60).
+        assert czk(fee) == Decimal("600.00") and fee.amount == Decimal("122.40")
         today = await at_day(l, d, -70)  # day 60: outside the full-refund window
         assert (d - today).days + 1 == 71
         quote = await handle.execute_update(

@@ -17,7 +17,7 @@ from temporalio.worker import Replayer
 from policy.commerce import Coupon, CouponKind
 from starter.services import CouponNotApplied, start_service
 from tests.workflows.harness import Lab, lab
-from tests.workflows.lifecycle import at_day, entries, eventually, open_invoice, pay, service, unique
+from tests.workflows.lifecycle import at_day, czk, entries, eventually, open_invoice, pay, service, unique
 from workflows.coupon import CouponWorkflow
 from workflows.models import Customer, ResolveRequest, ServiceSpec, ServiceState
 from workflows.offers_models import (
@@ -63,15 +63,6 @@ def new_order(l: Lab, **overrides: Any) -> dict[str, Any]:
     }
     fields.update(overrides)
     return fields
-
-
-def czk(invoice: Any) -> Decimal:
-    """The invoice's price in CZK; a Hostico invoice is issued in RON, so check the one rounding too."""
-    if invoice.currency in (None, "CZK"):
-        return Decimal(invoice.amount)
-    assert invoice.exchange_rate is not None and invoice.price_amount is not None, invoice
-    assert invoice.amount == (invoice.price_amount * invoice.exchange_rate).quantize(Decimal("0.01"))
-    return Decimal(invoice.price_amount)
 
 
 async def settled_invoice(l: Lab, handle: Any) -> Any:
