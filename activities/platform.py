@@ -132,6 +132,8 @@ class PlatformActivities:
     async def change_plan(self, request: PlatformActionInput) -> PlatformActionResult:
         """Switch the plan (limits, disk, CPUs); for a VPS the resize is ops' platform action."""
         return await self._each(PlatformAction.CHANGE_PLAN, request)
+
+    @activity.defn
     async def restore_mail(self, request: RestoreMailInput) -> PlatformActionResult:
         """One mail domain at a time (`<onto>:<domain>`), each idempotent, so a retry redoes none twice."""
         action = PlatformActionInput(
