@@ -209,6 +209,12 @@ class VpsRestoreMixin:
                 "higher plan tier"
             )
 
+    def _unchecked_plan_note(self) -> str:
+        """Tell ops when the same-or-higher rule could not apply (the deleted VPS had no plan)."""
+        if self.state.changes.plan or self.state.spec.plan:
+            return ""
+        return f" (no plan tier check: {self.state.spec.service_id} was handed over without a plan)"
+
     async def _request_vps_restore(self, request: RestoreRequest) -> CommandResult:
         async with self.lock:
             at = workflow.now()
@@ -235,6 +241,7 @@ class VpsRestoreMixin:
             message=(
                 f"restore fee invoiced; once paid (by {backup_until}, while the backup exists) the provider "
                 f"backup is copied onto {request.onto.service_id if request.onto else '?'}"
+                + self._unchecked_plan_note()
             ),
             variable_symbol=invoice.variable_symbol,
             amount=invoice.amount,

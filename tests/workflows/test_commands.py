@@ -382,6 +382,7 @@ async def test_vps_restore_goes_onto_a_new_paid_vps_for_the_fee_paid_by_signal(
             assert (target.from_plan, target.plan, target.plan_tier) == (None, "vps-s", 1)
             answer = await handle.execute_update(SubscriptionWorkflow.restore, RestoreRequest(onto=target))
             assert answer.amount == Decimal("500.00")
+            assert answer.message.endswith(f"(no plan tier check: {old_id} was handed over without a plan)")
             invoice = await open_invoice(l, handle, InvoicePurpose.RESTORE)
             await handle.signal(
                 SubscriptionWorkflow.payment_received,

@@ -137,6 +137,7 @@ async def test_restore_onto_a_new_higher_plan_vps_then_mail_then_the_backup_is_p
 
                 answer = await request_vps_restore(client, old_id, new_id)
                 assert answer.amount == Decimal("500.00")  # the fee only: the new VPS is paid by its order
+                assert "no plan tier check" not in answer.message
                 invoice = (await status(old)).open_invoice
                 assert invoice is not None and invoice.purpose is InvoicePurpose.RESTORE
                 assert (invoice.amount, invoice.due_on) == (Decimal("500.00"), d + timedelta(days=31 + 14))
