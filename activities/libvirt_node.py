@@ -792,7 +792,7 @@ class LibvirtHypervisor:
             if have < need:
                 raise ValueError(
                     f"disk {target} of {vm_name} holds {have // 2**30} GiB, the backup {need // 2**30} GiB: "
-                    "restore needs a VPS of the same or a higher tier"
+                    "restore needs disks at least as big (a plan of the same or a higher tier)"
                 )
             old = ET.fromstring(own.XMLDesc(0))
             entry = ET.SubElement(plan, "disk", {"target": target, "pool": own.storagePoolLookupByVolume().name()})

@@ -64,8 +64,6 @@ class Terms(BaseModel):
     support_hour_rate: Money = Decimal("0.00")
     abuse_repeat_window_days: int = Field(ge=0)
     abuse_unblock_fee: Money
-    tiers: list[str] = []
-    """Hypervisor products: plan names from the smallest to the largest (restore needs >=)."""
     mail_restore_fee: Money = Decimal("0.00")
     """Per mail domain restored from a deleted VPS's provider backup."""
     backup_storage_price_per_gib_month: Money = Decimal("0.00")
@@ -107,8 +105,6 @@ class Terms(BaseModel):
     def _consistent(self) -> Terms:
         if self.grace_days > self.block_days:
             raise ValueError(f"grace_days ({self.grace_days}) exceeds block_days ({self.block_days})")
-        if len(set(self.tiers)) != len(self.tiers):
-            raise ValueError("tiers repeat a name")
         if any(day <= -self.invoice_lead_days - 1 for day in self.reminder_days if day < 0):
             raise ValueError("a reminder falls before the invoice is issued")
         return self
@@ -231,8 +227,14 @@ def parse_catalog(raw: dict[str, Any]) -> Catalog:
                 tld_raw[tld] = {**tld_raw.get(tld, {}), **rules, "tld": tld}
         products: dict[str, Terms] = {}
         for product in product_names:
+            resolved = _resolve_product(chain, product, name)
+            if "tiers" in resolved:
+                raise CatalogError(
+                    f"profiles.{name}.products.{product}.tiers: the catalog has no tiers any more; "
+                    "a product's plans and their tiers are in policy/plans.toml (HOSTLIFE_PLANS)"
+                )
             try:
-                products[product] = Terms.model_validate(_resolve_product(chain, product, name))
+                products[product] = Terms.model_validate(resolved)
             except ValidationError as exc:
                 raise CatalogError(_describe(f"profiles.{name}.products.{product}", exc)) from None
         tlds: dict[str, TldRules] = {}

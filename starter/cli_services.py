@@ -10,10 +10,9 @@
 | `email`, `language`, `customer_name` | the customer's contact (flat form) |
 | `product`, `price`, `period`, `expires_on` | as the flags of the same name |
 | `name`, `profile`, `node` | domain name or label, policy profile, hypervisor node |
-| `tier` | VPS/APS plan of the catalog's `tiers` (S, M, L, XL): restore needs the same or higher |
 | `subservers` | list (JSON) or `;`-separated (CSV) |
 | `auto_renew` | true/false |
-| `plan` | the product's plan, for `price announce --plan` |
+| `plan` | the product's plan (policy/plans.toml, e.g. `vps-m`): plan changes, `price announce --plan`, and a VPS/APS backup restores only onto a plan of the same or a higher tier |
 | `new_order`, `new_customer` | true/false: a new order's first invoice is for the first period (coupons) |
 
 Every row is checked before anything starts, so a bad file starts nothing. A service that is
@@ -98,7 +97,8 @@ def spec_from_row(row: dict[str, Any], catalog: Catalog) -> ServiceSpec:
         fields["auto_renew"] = fields["auto_renew"].strip().lower() in ("1", "true", "yes", "y")
     unknown = sorted(set(fields) - set(ServiceSpec.model_fields))
     if unknown:
-        raise ValueError(f"unknown field(s) {', '.join(unknown)}")
+        hint = " (a VPS's size is its plan: give plan, e.g. vps-m)" if "tier" in unknown else ""
+        raise ValueError(f"unknown field(s) {', '.join(unknown)}{hint}")
     if "price" in fields:
         try:
             fields["price"] = to_money(str(fields["price"]))
@@ -185,8 +185,12 @@ def service_start(
         ),
     ] = None,
     coupon: Annotated[str | None, typer.Option(help="coupon code for the first period")] = None,
-    plan: Annotated[str | None, typer.Option(help="plan tier, e.g. vps-m (policy/plans.toml)")] = None,
-    tier: Annotated[str | None, typer.Option(help="VPS/APS plan (S, M, L, XL)")] = None,
+    plan: Annotated[
+        str | None,
+        typer.Option(
+            help="the plan, e.g. vps-m (policy/plans.toml); a VPS backup restores onto the same or a higher tier"
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Hand one service (flags) or many (--file) to hostlife."""
@@ -226,7 +230,6 @@ def service_start(
             "node": node,
             "plan": plan,
             "new_order": new_order or coupon is not None,
-            "tier": tier,
         }
         if new_customer is not None:
             row["new_customer"] = new_customer

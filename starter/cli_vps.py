@@ -176,7 +176,9 @@ def backup_list(service_id: str, as_json: JsonFlag = False) -> None:
 @vps_app.command()
 def restore(
     service_id: Annotated[str, typer.Argument(help="the deleted VPS whose provider backup is restored")],
-    onto: Annotated[str, typer.Option(help="the newly ordered, paid VPS of the same or a higher tier")],
+    onto: Annotated[
+        str, typer.Option(help="the newly ordered, paid VPS on a plan of the same or a higher tier")
+    ],
     as_json: JsonFlag = False,
 ) -> None:
     """Restore a deleted VPS's provider backup onto a new VPS: invoices the restore fee; paying it restores."""

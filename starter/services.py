@@ -68,9 +68,6 @@ def subscription_input(
         raise ValueError(
             f"{terms.title} cannot be billed for {spec.period}; allowed: {', '.join(terms.periods)}"
         )
-    if spec.tier is not None and spec.tier not in terms.tiers:
-        known = ", ".join(terms.tiers) or "none"
-        raise ValueError(f"{terms.title} has no tier {spec.tier!r}; tiers: {known}")
     if spec.plan is not None:
         from policy.plans import configured_plans
 

@@ -37,7 +37,7 @@ from policy.periods import parse_period
 from starter.accounts import balance, statement, top_up
 from starter.services import start_service
 from starter.temporal_setup import installed_binary, quiet_runtime, register_search_attributes
-from starter.vps_restore import RestoreRefused, restore_target
+from starter.vps_restore import RestoreRefused, restore_target_for
 from worker import Adapters, build_workers
 from workflows import service_workflow_id
 from workflows.account_models import MovementKind
@@ -110,8 +110,8 @@ class ScenarioService(BaseModel):
     parking_price: Money | None = None
     first_licence: bool = False
     plan: str | None = None
-    """Plan tier (policy/plans.toml), for the `upgrade` and `downgrade` events."""
-    tier: str | None = None
+    """The plan (policy/plans.toml): for the `upgrade` and `downgrade` events, and a deleted VPS's
+    provider backup is restored only onto a plan of the same or a higher tier."""
 
     @field_validator("period")
     @classmethod
@@ -342,7 +342,6 @@ class Simulation:
                 parking_price=service.parking_price,
                 first_licence=service.first_licence,
                 plan=service.plan,
-                tier=service.tier,
             )
             handle = await start_service(self.env.client, spec, clock=self.clock, task_queue=self.task_queue)
             self.first_run_ids[service.id] = handle.first_execution_run_id or ""
@@ -379,7 +378,7 @@ class Simulation:
             elif event.type == "restore" and event.onto:
                 assert event.service is not None
                 try:
-                    target = await restore_target(self.env.client, event.onto)
+                    target = await restore_target_for(self.env.client, event.service, event.onto)
                 except RestoreRefused as exc:
                     self.note(at, event, "rejected", str(exc))
                     return

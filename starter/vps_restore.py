@@ -1,13 +1,14 @@
 """Restore a deleted VPS's provider backup, its mail, and the customer's own backups, through client handles.
 
-    target = await restore_target(client, "vps-new")                # what the new VPS's workflow reports
+    target = await restore_target_for(client, "vps-old", "vps-new")  # the new VPS, both plans' tiers
     result = await request_vps_restore(client, "vps-old", "vps-new")  # CommandResult with the fee invoice
     result = await request_mail_restore(client, "vps-old", ["example.cz"], onto="vps-new")
 
-The deleted VPS's workflow decides (tier, customer, node, paid, backup still there) and refuses with
-a reason (`RestoreRefused` here, from its update validator); the fee invoice it issues is paid like
-any other, and the payment does the copy. Manual backups of a live VPS go through its
-`VpsBackupsWorkflow` (`vps-backups-<service>`).
+The deleted VPS's workflow decides (plan tier, customer, node, paid, backup still there) and refuses
+with a reason (`RestoreRefused` here, from its update validator); the fee invoice it issues is paid like
+any other, and the payment does the copy. Workflows read no files, so the tiers of both current
+plans are resolved here from `policy/plans.toml` (HOSTLIFE_PLANS) and sent in the `RestoreTarget`.
+Manual backups of a live VPS go through its `VpsBackupsWorkflow` (`vps-backups-<service>`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from policy.plans import PlansCatalog, PlansError, configured_plans
 from workflows import service_workflow_id
 from workflows.models import CommandResult, MailRestoreRequest, RestoreRequest, RestoreTarget, ServiceStatus
 from workflows.subscription import SubscriptionWorkflow
@@ -49,8 +51,27 @@ async def _status(client: Client, service_id: str) -> ServiceStatus:
         raise
 
 
-async def restore_target(client: Client, service_id: str) -> RestoreTarget:
-    """The newly ordered VPS as its own workflow reports it."""
+def plan_tier(status: ServiceStatus, plans: PlansCatalog | None = None) -> int | None:
+    """The numeric tier of the service's current plan (None: it runs without a plan)."""
+    if status.plan is None:
+        return None
+    try:
+        catalog = plans or configured_plans()
+        return catalog.product_plans(status.profile, status.product).plan(status.plan).tier
+    except PlansError as exc:
+        raise RestoreRefused(
+            f"{status.service_id} is on plan {status.plan}, which the plans lack: {exc}"
+        ) from None
+
+
+async def restore_target(
+    client: Client,
+    service_id: str,
+    source: ServiceStatus | None = None,
+    plans: PlansCatalog | None = None,
+) -> RestoreTarget:
+    """The newly ordered VPS as its own workflow reports it, with its plan's tier and, given the
+    deleted VPS's status (`source`), that one's current plan and tier for the same-or-higher check."""
     status = await _status(client, service_id)
     if status.node is None or status.vm_name is None:
         raise RestoreRefused(f"{service_id} is a {status.product}, not a server on a hypervisor")
@@ -58,7 +79,10 @@ async def restore_target(client: Client, service_id: str) -> RestoreTarget:
         service_id=status.service_id,
         customer_id=status.customer_id,
         product=status.product,
-        tier=status.tier,
+        plan=status.plan,
+        plan_tier=plan_tier(status, plans),
+        from_plan=source.plan if source else None,
+        from_plan_tier=plan_tier(source, plans) if source else None,
         node=status.node,
         vm_name=status.vm_name,
         state=status.state,
@@ -66,9 +90,17 @@ async def restore_target(client: Client, service_id: str) -> RestoreTarget:
     )
 
 
+async def restore_target_for(
+    client: Client, service_id: str, onto: str, plans: PlansCatalog | None = None
+) -> RestoreTarget:
+    """What the restore of the deleted VPS `service_id` onto `onto` sends: both current plans' tiers."""
+    source = await _status(client, service_id)
+    return await restore_target(client, onto, source, plans)
+
+
 async def request_vps_restore(client: Client, service_id: str, onto: str, note: str = "") -> CommandResult:
     """Ask the deleted VPS `service_id` to restore its provider backup onto `onto` (fee invoiced)."""
-    target = await restore_target(client, onto)
+    target = await restore_target_for(client, service_id, onto)
     handle = client.get_workflow_handle_for(SubscriptionWorkflow.run, service_workflow_id(service_id))
     try:
         return await handle.execute_update(

@@ -7,7 +7,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from policy.catalog import Terms, TldRules
 from policy.clock import Clock
@@ -66,8 +66,6 @@ class ServiceSpec(BaseModel):
     parking_price: Money | None = None
     first_licence: bool = False
     invoice_lead_days: int | None = Field(default=None, ge=1, le=90)
-    tier: str | None = None
-    """VPS/APS plan (catalog `tiers`); a provider backup is restored only onto the same or a higher one."""
     backup_rotation: Literal[0, 3, 7] = 0
     """VPS/APS: automatic daily backups kept for 3 or 7 days (0: none)."""
     follows: str | None = None
@@ -78,7 +76,9 @@ class ServiceSpec(BaseModel):
     new_customer: bool = False
     """The customer had no service with the provider before this order (coupons for new customers)."""
     plan: str | None = None
-    """The plan tier the service runs on (policy/plans.toml); None: the product has no tiers."""
+    """The plan the service runs on (policy/plans.toml); None: the product has no plans, or it was
+    handed over without one. A VPS/APS's provider backup is restored only onto a plan of the same
+    or a higher tier (a VPS without a plan: no tier check)."""
     activated_on: date | None = None
     """When the customer first got the service, if before it was handed to hostlife (refund window)."""
 
@@ -262,16 +262,36 @@ class RegistryRetry(BaseModel):
 class RestoreTarget(BaseModel):
     """The newly ordered VPS a deleted VPS's provider backup goes onto, as its own workflow reports
     it (`starter.vps_restore.restore_target` reads its status): the deleted VPS's workflow checks
-    customer, product, tier, node and that it is paid before it invoices the fee."""
+    customer, product, plan tier, node and that it is paid before it invoices the fee.
+
+    The workflow reads no files, so the starter resolves both plans' numeric tiers from
+    `policy/plans.toml` and sends them here: the target's current plan and the deleted VPS's
+    current plan as the starter saw it (the workflow checks that name against its own record)."""
 
     service_id: str = Field(min_length=1)
     customer_id: str
     product: str
-    tier: str | None = None
+    plan: str | None = None
+    """The target's current plan (None: it runs without one)."""
+    plan_tier: int | None = Field(default=None, ge=1)
+    """`plan`'s tier in policy/plans.toml."""
+    from_plan: str | None = None
+    """The deleted VPS's current plan, as the starter read it from its status."""
+    from_plan_tier: int | None = Field(default=None, ge=1)
+    """`from_plan`'s tier in policy/plans.toml."""
     node: str
     vm_name: str
     state: ServiceState
     expires_on: date
+
+    @model_validator(mode="after")
+    def _tiers_with_plans(self) -> RestoreTarget:
+        """A plan without its tier (or a tier without a plan) cannot be compared: refuse it."""
+        pairs = (("plan", self.plan, self.plan_tier), ("from_plan", self.from_plan, self.from_plan_tier))
+        for what, plan, tier in pairs:
+            if (plan is None) != (tier is None):
+                raise ValueError(f"{what} and {what}_tier go together (got {plan!r} and {tier!r})")
+        return self
 
 
 class RestoreRequest(BaseModel):
@@ -329,7 +349,8 @@ class ServiceStatus(BaseModel):
     backup_until: date | None
     renewals: int
     node: str | None = None
-    """VPS/APS: the hypervisor node, the VM's name and its tier."""
+    """VPS/APS: the hypervisor node and the VM's name."""
     vm_name: str | None = None
-    tier: str | None = None
+    plan: str | None = None
+    """The current plan (after any plan change; policy/plans.toml); None: it runs without one."""
     restored_onto: str | None = None

@@ -1737,7 +1737,7 @@ class SubscriptionWorkflow(MoneyInMixin, OffersMixin, CommerceMixin, VpsRestoreM
             renewals=state.renewals,
             node=state.spec.node if state.terms.on_hypervisor else None,
             vm_name=(state.spec.name or state.spec.service_id) if state.terms.on_hypervisor else None,
-            tier=state.spec.tier,
+            plan=state.changes.plan or state.spec.plan,
             restored_onto=state.restored_onto,
         )
 

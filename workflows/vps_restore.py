@@ -5,9 +5,11 @@
   fresh copy rather than the last automatic backup). It is kept `backup_retention_days` (catalog,
   ~14 days); the subscription's purge milestone, a durable timer, removes it and closes the service.
 * Restore: `restore(RestoreRequest(onto=...))` on the deleted VPS, onto a newly ordered and paid VPS
-  of the same customer, product and node, of the same or a higher tier (catalog `tiers`). It invoices
-  the restore fee (500 CZK); the payment copies the backup onto the new VM (`restore_provider_backup`,
-  idempotent) and tells the new VPS's workflow. Lower tier, unpaid target, expired backup: refused.
+  of the same customer, product and node, on a plan of the same or a higher tier (policy/plans.toml;
+  the starter resolves both tiers and sends them in `RestoreTarget`; a deleted VPS without a plan:
+  no tier check). It invoices the restore fee (500 CZK); the payment copies the backup onto the new
+  VM (`restore_provider_backup`, idempotent) and tells the new VPS's workflow. Lower plan tier,
+  unpaid target, expired backup: refused.
 * Mail restore: `restore_mail(MailRestoreRequest)`, 500 CZK per domain (catalog `mail_restore_fee`),
   invoiced; the payment has the mail platform restore each domain from the provider backup.
 
@@ -47,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
         CommandResult,
         MailRestoreRequest,
         RestoreRequest,
+        RestoreTarget,
         ServiceState,
         SubscriptionState,
     )
@@ -156,8 +159,8 @@ class VpsRestoreMixin:
         title = state.terms.title
         if target is None:
             raise ValueError(
-                f"a {title} is restored only onto a newly ordered and paid server of the same or higher "
-                "tier: name it (hostlife vps restore SERVICE --onto NEW)"
+                f"a {title} is restored only onto a newly ordered and paid server of the same or a higher "
+                "plan tier: name it (hostlife vps restore SERVICE --onto NEW)"
             )
         if state.restored_onto is not None:
             raise ValueError(f"the provider backup was already restored onto {state.restored_onto}")
@@ -171,17 +174,7 @@ class VpsRestoreMixin:
             raise ValueError(
                 f"{target.service_id} is a {target.product}, the backup is of a {state.spec.product}"
             )
-        tiers = state.terms.tiers
-        if tiers and state.spec.tier is not None:
-            if target.tier not in tiers:
-                raise ValueError(
-                    f"{target.service_id} has no known tier ({target.tier}); tiers: {', '.join(tiers)}"
-                )
-            if tiers.index(target.tier) < tiers.index(state.spec.tier):
-                raise ValueError(
-                    f"{target.service_id} is tier {target.tier}, lower than the deleted server's "
-                    f"{state.spec.tier}: restore needs the same or a higher tier"
-                )
+        self._check_restore_plan(target)
         if target.state not in RESTORABLE_TARGET_STATES or target.expires_on < self._today():
             raise ValueError(
                 f"{target.service_id} is not paid and active ({target.state.value}, paid until "
@@ -192,6 +185,35 @@ class VpsRestoreMixin:
                 f"the provider backup is on {state.spec.node}; {target.service_id} is on {target.node} "
                 f"(order it on {state.spec.node})"
             )
+
+    def _check_restore_plan(self, target: RestoreTarget) -> None:
+        """Same or higher plan tier (policy/plans.toml, tiers resolved by the starter). A VPS that runs
+        without a plan has nothing to compare: no tier check (the node still checks disk sizes)."""
+        own = self.state.changes.plan or self.state.spec.plan  # as CommerceMixin._current_plan
+        if own is None:
+            return
+        if target.from_plan != own or target.from_plan_tier is None:
+            raise ValueError(
+                f"the deleted server is on plan {own}, the request resolved "
+                f"{target.from_plan or 'no plan'}: ask again (the starter reads its plan from its status)"
+            )
+        if target.plan is None or target.plan_tier is None:
+            raise ValueError(
+                f"{target.service_id} has no plan on record; the deleted server is on {own}: restore "
+                f"needs a plan of the same or a higher tier (start it with --plan)"
+            )
+        if target.plan_tier < target.from_plan_tier:
+            raise ValueError(
+                f"{target.service_id} is on plan {target.plan} (tier {target.plan_tier}), lower than the "
+                f"deleted server's {own} (tier {target.from_plan_tier}): restore needs the same or a "
+                "higher plan tier"
+            )
+
+    def _unchecked_plan_note(self) -> str:
+        """Tell ops when the same-or-higher rule could not apply (the deleted VPS had no plan)."""
+        if self.state.changes.plan or self.state.spec.plan:
+            return ""
+        return f" (no plan tier check: {self.state.spec.service_id} was handed over without a plan)"
 
     async def _request_vps_restore(self, request: RestoreRequest) -> CommandResult:
         async with self.lock:
@@ -219,6 +241,7 @@ class VpsRestoreMixin:
             message=(
                 f"restore fee invoiced; once paid (by {backup_until}, while the backup exists) the provider "
                 f"backup is copied onto {request.onto.service_id if request.onto else '?'}"
+                + self._unchecked_plan_note()
             ),
             variable_symbol=invoice.variable_symbol,
             amount=invoice.amount,

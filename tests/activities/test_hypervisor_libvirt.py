@@ -577,7 +577,7 @@ def test_restore_onto_a_bigger_new_vm_is_idempotent_and_refused_onto_a_smaller_o
     assert node_a.restore_provider_backup("svc-3", "vps-c") is True
     assert dom.isActive()  # it was running: started again after the copy
     root = node_a.connection().storagePoolLookupByName("default").storageVolLookupByName("vps-c-root")
-    assert root.info()[1] == 40 * GIB  # the new tier's size is kept
+    assert root.info()[1] == 40 * GIB  # the new plan's size is kept
     assert node_a.restore_provider_backup("svc-3", "vps-c") is False  # a retry: already done
     assert provider(node_a) == {"provider.svc-3.vda", "provider.svc-3.mail"}  # kept until purged
     node_a.purge_provider_backup("svc-3")

@@ -479,6 +479,19 @@ def test_extends_unknown_parent(tmp_path: Path) -> None:
     assert "extends unknown profile 'defualt'" in message
 
 
+def test_tiers_in_the_catalog_are_refused_pointing_to_the_plans(tmp_path: Path) -> None:
+    """VPS tiers were one of two names for the same thing: plans (policy/plans.toml) are the one."""
+    message = refused(
+        edited(
+            tmp_path,
+            '[profiles.default.products.vps]\ntitle = "VPS"',
+            '[profiles.default.products.vps]\ntitle = "VPS"\ntiers = ["S", "M", "L", "XL"]',
+        )
+    )
+    assert "profiles.default.products.vps.tiers: the catalog has no tiers any more" in message
+    assert "policy/plans.toml" in message
+
+
 def test_missing_profiles_table() -> None:
     with pytest.raises(CatalogError, match=r"\[profiles\] table is missing or empty"):
         parse_catalog({})

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
+
+from policy.catalog import default_catalog
+from starter.cli_services import spec_from_row
 from tests.starter.conftest import DevStack
 from tests.starter.test_cli import as_json, error_line, eventually, hostlife, ok
 from workflows.models import Customer, ServiceState
@@ -85,14 +89,18 @@ def test_manual_backups_create_list_delete(dev_stack: DevStack) -> None:
 
 def test_restore_a_deleted_vps_onto_a_new_one_and_its_mail(dev_stack: DevStack) -> None:
     owner = Customer(id=f"c-restore-{dev_stack.node}", email="jana@example.cz", language="en")
-    old = dev_stack.start(-40, customer=owner, product="vps", price=Decimal("330.00"), period="P1M", tier="M")
+    old = dev_stack.start(
+        -40, customer=owner, product="vps", price=Decimal("330.00"), period="P1M", plan="vps-m"
+    )
     dev_stack.wait_for(old, lambda s: s.state is ServiceState.DELETED and s.backup_until is not None)
-    new = dev_stack.start(300, customer=owner, product="vps", price=Decimal("330.00"), period="P1M", tier="L")
+    new = dev_stack.start(
+        300, customer=owner, product="vps", price=Decimal("330.00"), period="P1M", plan="vps-l"
+    )
     small = dev_stack.start(
-        300, customer=owner, product="vps", price=Decimal("330.00"), period="P1M", tier="S"
+        300, customer=owner, product="vps", price=Decimal("330.00"), period="P1M", plan="vps-s"
     )
 
-    assert "lower than the deleted server's M" in error_line(
+    assert "lower than the deleted server's vps-m (tier 2)" in error_line(
         hostlife(dev_stack, "vps", "restore", old, "--onto", small)
     )
     assert "restore goes onto a newly ordered server" in error_line(
@@ -111,7 +119,7 @@ def test_restore_a_deleted_vps_onto_a_new_one_and_its_mail(dev_stack: DevStack) 
     assert "not domain names" in error_line(
         hostlife(dev_stack, "vps", "restore-mail", old, "Bad Domain", "--onto", new)
     )
-    stranger = dev_stack.start(300, product="vps", price=Decimal("330.00"), period="P1M", tier="L")
+    stranger = dev_stack.start(300, product="vps", price=Decimal("330.00"), period="P1M", plan="vps-l")
     assert error_line(hostlife(dev_stack, "vps", "restore-mail", old, "example.cz", "--onto", stranger)) == (
         f"error: refused: {stranger} belongs to another customer"
     )
@@ -121,10 +129,30 @@ def test_restore_a_deleted_vps_onto_a_new_one_and_its_mail(dev_stack: DevStack) 
     eventually(lambda: len([i for i in dev_stack.status(old).invoices if i.status.value == "open"]) == 2)
 
 
-def test_service_start_takes_a_vps_tier_and_refuses_an_unknown_one(dev_stack: DevStack) -> None:
-    common = ("service", "start", "--customer", "c-tier", "--email", "jana@example.cz", "--product", "vps")
+def test_service_start_takes_a_vps_plan_and_refuses_an_unknown_one_or_a_tier(dev_stack: DevStack) -> None:
+    """A VPS's size is its plan (policy/plans.toml); the catalog's S/M/L/XL tiers are gone."""
+    common = ("service", "start", "--customer", "c-plan", "--email", "jana@example.cz", "--product", "vps")
     common += ("--price", "3600.00", "--expires-on", "2031-01-31", "--node", dev_stack.node)
-    ok(dev_stack, *common, "--id", f"tier-{dev_stack.node}", "--tier", "L")
-    assert dev_stack.status(f"tier-{dev_stack.node}").tier == "L"
-    line = error_line(hostlife(dev_stack, *common, "--id", f"tier-x-{dev_stack.node}", "--tier", "XXL"), 2)
-    assert "VPS has no tier 'XXL'; tiers: S, M, L, XL" in line
+    ok(dev_stack, *common, "--id", f"plan-{dev_stack.node}", "--plan", "vps-l")
+    assert dev_stack.status(f"plan-{dev_stack.node}").plan == "vps-l"
+    line = error_line(
+        hostlife(dev_stack, *common, "--id", f"plan-x-{dev_stack.node}", "--plan", "vps-xxl"), 2
+    )
+    assert "vps has no plan 'vps-xxl'; its plans: vps-s, vps-m, vps-l" in line
+    result = hostlife(dev_stack, *common, "--id", f"plan-t-{dev_stack.node}", "--tier", "L")
+    assert result.exit_code == 2 and "--tier" in result.output
+
+
+def test_a_services_file_with_a_tier_is_refused_pointing_to_the_plan() -> None:
+    row = {
+        "id": "vps-file",
+        "customer": "c-file",
+        "email": "jana@example.cz",
+        "product": "vps",
+        "price": "330.00",
+        "period": "P1M",
+        "expires_on": "2031-01-31",
+    }
+    with pytest.raises(ValueError, match=r"unknown field\(s\) tier \(a VPS's size is its plan: give plan"):
+        spec_from_row({**row, "tier": "M"}, default_catalog())
+    assert spec_from_row({**row, "plan": "vps-m"}, default_catalog()).plan == "vps-m"

@@ -194,7 +194,13 @@ def test_a_deleted_vps_is_restored_onto_a_new_one_for_the_fee() -> None:
     assert (36, "hypervisor", "keep_provider_backup") in old and (36, "state", "deleted") in old
     rejected = [line for line in lines if line["kind"] == "command"]
     assert [(r["day"], r["result"], r["reason"]) for r in rejected] == [
-        (38, "rejected", "no service vps-404 in hostlife")
+        (38, "rejected", "no service vps-404 in hostlife"),
+        (
+            39,
+            "rejected",
+            "vps-10 is on plan vps-s (tier 1), lower than the deleted server's vps-m (tier 2): "
+            "restore needs the same or a higher plan tier",
+        ),
     ]
     fee = [line for line in lines if line["kind"] == "invoice" and line.get("purpose") == "restore"]
     assert [(f["day"], f["amount"]) for f in fee] == [(40, "500.00")]

@@ -24,6 +24,7 @@ from policy.periods import add_months
 from policy.pricing import round_money
 from starter.accounts import balance
 from starter.commerce import change_plan_request, provider_deletion_request, refund_request
+from starter.vps_restore import plan_tier
 from tests.workflows.harness import Lab, lab
 from tests.workflows.lifecycle import (
     Handle,
@@ -304,6 +305,7 @@ async def test_a_vps_plan_change_resizes_the_vm_and_tells_the_platform(env: Work
     spec = hostico("vps-s", "330.00", 20, product="vps", period="P1M")
     async with lab(env) as l, service(l, **spec) as handle:
         d = await l.day0(handle)
+        assert (await l.status(handle)).plan == "vps-s"
         await change(handle, "vps-m", UP, product="vps")
         invoice = await open_invoice(l, handle, InvoicePurpose.UPGRADE)
         days = (await commerce(handle)).pending_upgrade
@@ -319,6 +321,8 @@ async def test_a_vps_plan_change_resizes_the_vm_and_tells_the_platform(env: Work
         status = await l.status(handle)
         assert (status.price, status.expires_on) == (Decimal("660.00"), d)
         assert l.platform.plans[status.service_id] == "vps-m"
+        # The current plan, not the one it started on, is what a restore of its backup compares.
+        assert (status.plan, plan_tier(status)) == ("vps-m", 2)
         assert ("change_plan", status.service_id) in l.platform.calls
         # vps-m: 2 vCPUs and 4096 MiB on the node, through the node's own task queue.
         assert l.hypervisor.sizes[status.service_id] == (2, 4096)

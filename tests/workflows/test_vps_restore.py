@@ -1,7 +1,8 @@
 """After a VPS is deleted (SPEC §4, VPS row), on libvirt's test driver through whole lifecycles:
 its node keeps a provider backup ~14 days (catalog), which a durable timer purges; it is restored
-only onto a newly ordered and paid VPS of the same or a higher tier for the 500 CZK fee; its mail
-is restored for 500 CZK per domain; lower tier, unpaid target or an expired backup are refused.
+only onto a newly ordered and paid VPS on a plan of the same or a higher tier (policy/plans.toml)
+for the 500 CZK fee; its mail is restored for 500 CZK per domain; a lower plan tier, unpaid target
+or an expired backup are refused.
 """
 
 from __future__ import annotations
@@ -22,9 +23,23 @@ from activities.billing import PaymentReceived
 from activities.hypervisor import provider_backup_label
 from activities.libvirt_node import RESTORE_NAMESPACE
 from policy.payments import InvoicePurpose
-from starter.vps_restore import RestoreRefused, request_mail_restore, request_vps_restore, restore_target
+from starter.vps_restore import (
+    RestoreRefused,
+    request_mail_restore,
+    request_vps_restore,
+    restore_target,
+    restore_target_for,
+)
 from tests.workflows.vps_lab import Handle, Node, VpsLab, at_day, eventually, vps_lab, vps_service
-from workflows.models import CancelRequest, JournalEntry, RestoreRequest, ServiceStatus, SuspendRequest
+from workflows.models import (
+    CancelRequest,
+    JournalEntry,
+    RestoreRequest,
+    RestoreTarget,
+    ServiceState,
+    ServiceStatus,
+    SuspendRequest,
+)
 from workflows.subscription import SubscriptionWorkflow
 
 GIB = 2**30
@@ -83,13 +98,13 @@ async def deleted_vps(v: VpsLab, node: Node, handle: Handle) -> date:
     return d
 
 
-async def test_restore_onto_a_new_higher_tier_vps_then_mail_then_the_backup_is_purged(
+async def test_restore_onto_a_new_higher_plan_vps_then_mail_then_the_backup_is_purged(
     env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
     async with vps_lab(env, tmp_path) as v:
         node = next(iter(v.nodes.values()))
         client = v.env.client
-        async with vps_service(v, node, "vps-a", tier="M") as old:
+        async with vps_service(v, node, "vps-a", plan="vps-m") as old:
             old_id = (await status(old)).service_id
             d = await deleted_vps(v, node, old)
             label = provider_backup_label(old_id)
@@ -97,21 +112,32 @@ async def test_restore_onto_a_new_higher_tier_vps_then_mail_then_the_backup_is_p
             assert "vps-a" not in node.defined()
             assert (await status(old)).backup_until == d + timedelta(days=31 + 14)
 
-            # The customer orders a new server: vps-c (tier L, 40 GiB) on the same node, paid.
+            # The customer orders a new server: vps-c (plan vps-l, 40 GiB) on the same node, paid.
             provision(node, "vps-c", gib=40)
             async with (
-                vps_service(v, node, "vps-c", tier="L", expires_in_days=365) as new,
-                vps_service(v, node, "vps-b", tier="S", expires_in_days=365) as small,
+                vps_service(v, node, "vps-c", plan="vps-l", expires_in_days=365) as new,
+                vps_service(v, node, "vps-b", plan="vps-s", expires_in_days=365) as small,
             ):
                 new_id, small_id = (await status(new)).service_id, (await status(small)).service_id
 
-                with pytest.raises(RestoreRefused, match="lower than the deleted server's M"):
+                with pytest.raises(
+                    RestoreRefused,
+                    match=r"is on plan vps-s \(tier 1\), lower than the deleted server's vps-m \(tier 2\)",
+                ):
                     await request_vps_restore(client, old_id, small_id)
+                target = await restore_target_for(client, old_id, new_id)
+                assert (target.plan, target.plan_tier, target.from_plan, target.from_plan_tier) == (
+                    "vps-l",
+                    3,
+                    "vps-m",
+                    2,
+                )
                 with pytest.raises(RestoreRefused, match="no service no-such-service"):
                     await request_vps_restore(client, old_id, "no-such-service")
 
                 answer = await request_vps_restore(client, old_id, new_id)
                 assert answer.amount == Decimal("500.00")  # the fee only: the new VPS is paid by its order
+                assert "no plan tier check" not in answer.message
                 invoice = (await status(old)).open_invoice
                 assert invoice is not None and invoice.purpose is InvoicePurpose.RESTORE
                 assert (invoice.amount, invoice.due_on) == (Decimal("500.00"), d + timedelta(days=31 + 14))
@@ -136,7 +162,7 @@ async def test_restore_onto_a_new_higher_tier_vps_then_mail_then_the_backup_is_p
                     .storagePoolLookupByName("default")
                     .storageVolLookupByName("vps-c-root.qcow2")
                 )
-                assert root.info()[1] == 40 * GIB  # the new tier's disk size is kept
+                assert root.info()[1] == 40 * GIB  # the new plan's disk size is kept
                 new_journal = await eventually(
                     lambda: journal(new), lambda j: any(e.kind == "restored_from_backup" for e in j)
                 )
@@ -176,6 +202,26 @@ async def test_restore_onto_a_new_higher_tier_vps_then_mail_then_the_backup_is_p
                 assert node.running("vps-c")  # the restored server lives on
 
 
+def test_a_restore_target_plan_goes_with_its_tier() -> None:
+    """The starter sends each plan with its tier from policy/plans.toml; one without the other is refused."""
+    fields = {
+        "service_id": "vps-new",
+        "customer_id": "c1",
+        "product": "vps",
+        "node": "node-1",
+        "vm_name": "vps-new",
+        "state": ServiceState.ACTIVE,
+        "expires_on": date(2027, 1, 1),
+    }
+    assert RestoreTarget.model_validate({**fields, "plan": "vps-m", "plan_tier": 2}).plan_tier == 2
+    with pytest.raises(ValueError, match="plan and plan_tier go together"):
+        RestoreTarget.model_validate({**fields, "plan": "vps-m"})
+    with pytest.raises(ValueError, match="from_plan and from_plan_tier go together"):
+        RestoreTarget.model_validate({**fields, "from_plan_tier": 2})
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        RestoreTarget.model_validate({**fields, "plan": "vps-m", "plan_tier": 0})
+
+
 async def test_restore_is_refused_unpaid_target_missing_target_and_after_the_purge(
     env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
@@ -183,12 +229,13 @@ async def test_restore_is_refused_unpaid_target_missing_target_and_after_the_pur
         node = next(iter(v.nodes.values()))
         client = v.env.client
         async with (
-            vps_service(v, node, "vps-a", tier="S") as old,
-            vps_service(v, node, "vps-b", tier="S") as other,
+            vps_service(v, node, "vps-a", plan="vps-m") as old,
+            vps_service(v, node, "vps-b", plan="vps-m") as other,
         ):
             d = await deleted_vps(v, node, old)
+            old_id = (await status(old)).service_id
             # vps-b went unpaid on the same D: deleted too, so not a paid target.
-            target = await restore_target(client, (await status(other)).service_id)
+            target = await restore_target_for(client, old_id, (await status(other)).service_id)
             assert target.state == "deleted"
             with pytest.raises(WorkflowUpdateFailedError) as refused:
                 await old.execute_update(SubscriptionWorkflow.restore, RestoreRequest(onto=target))
@@ -201,6 +248,22 @@ async def test_restore_is_refused_unpaid_target_missing_target_and_after_the_pur
             with pytest.raises(WorkflowUpdateFailedError) as refused:
                 await old.execute_update(SubscriptionWorkflow.restore, RestoreRequest(onto=elsewhere))
             assert f"order it on {node.name}" in str(refused.value.cause)
+            # The deleted VPS has a plan: a target without one, or tiers resolved for another plan
+            # than the one it is on, cannot be compared and are refused.
+            planless = paid.model_copy(update={"plan": None, "plan_tier": None})
+            with pytest.raises(WorkflowUpdateFailedError) as refused:
+                await old.execute_update(SubscriptionWorkflow.restore, RestoreRequest(onto=planless))
+            assert "has no plan on record; the deleted server is on vps-m" in str(refused.value.cause)
+            stale = paid.model_copy(update={"from_plan": "vps-s", "from_plan_tier": 1})
+            with pytest.raises(WorkflowUpdateFailedError) as refused:
+                await old.execute_update(SubscriptionWorkflow.restore, RestoreRequest(onto=stale))
+            assert "the deleted server is on plan vps-m, the request resolved vps-s" in str(
+                refused.value.cause
+            )
+            unresolved = await restore_target(client, target.service_id)  # no source: no from_plan
+            with pytest.raises(WorkflowUpdateFailedError) as refused:
+                await old.execute_update(SubscriptionWorkflow.restore, RestoreRequest(onto=unresolved))
+            assert "the request resolved no plan" in str(refused.value.cause)
 
             # Asked but never paid: the purge cancels the invoice and closes the service.
             answer = await old.execute_update(SubscriptionWorkflow.restore, RestoreRequest(onto=paid))
