@@ -26,6 +26,11 @@ class InvoicePurpose(StrEnum):
     PLAN_CHANGE_FEE = "plan_change_fee"
     """Support-hour fee of a second plan change within the free window; pays for nothing else."""
     MAIL_RESTORE = "mail_restore"
+    """500 CZK per mail domain restored from a deleted VPS's provider backup (SPEC §4)."""
+
+
+PAYABLE_AFTER_DELETION = frozenset({InvoicePurpose.RESTORE, InvoicePurpose.REDEMPTION, InvoicePurpose.MAIL_RESTORE})
+"""Invoices a deleted service still takes payment for: the restores it offers."""
 
 
 class InvoiceState(StrEnum):
@@ -92,12 +97,7 @@ def decide_payment(
     restore_open = (
         invoice is not None
         and invoice.status is InvoiceState.OPEN
-        and invoice.purpose
-        in (
-            InvoicePurpose.RESTORE,
-            InvoicePurpose.REDEMPTION,
-            InvoicePurpose.MAIL_RESTORE,
-        )
+        and invoice.purpose in PAYABLE_AFTER_DELETION
     )
     if service_gone and not restore_open:
         return PaymentDecision(

@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from policy.money import Money, VariableSymbol, normalize_variable_symbol, to_money
-from policy.payments import InvoicePurpose, InvoiceRecord, InvoiceState, PaymentResult, decide_payment
+from policy.payments import (
+    PAYABLE_AFTER_DELETION,
+    InvoicePurpose,
+    InvoiceRecord,
+    InvoiceState,
+    PaymentResult,
+    decide_payment,
+)
 from policy.pricing import price_for_period, round_money, yearly_price_from
 
 # ----------------------------------------------------------------------------- to_money
@@ -333,7 +340,7 @@ def test_duplicate_delivery_is_acknowledged_once(seen: PaymentResult, service_go
     assert decision.invoice is None
 
 
-@pytest.mark.parametrize("purpose", [InvoicePurpose.RESTORE, InvoicePurpose.REDEMPTION])
+@pytest.mark.parametrize("purpose", sorted(PAYABLE_AFTER_DELETION))
 def test_restore_invoice_paid_after_deletion_is_applied(purpose: InvoicePurpose) -> None:
     restore = invoice("2027000003", "1700.00", purpose=purpose)
     cancelled_renewal = invoice("2027000002", status=InvoiceState.CANCELLED, cancel_reason="service deleted")
@@ -411,7 +418,7 @@ def test_every_payment_has_exactly_one_defined_outcome(
         assert latest.status is InvoiceState.OPEN
         assert latest.amount == Decimal(f"{amount}00.00")
         if service_gone:
-            assert latest.purpose in (InvoicePurpose.RESTORE, InvoicePurpose.REDEMPTION)
+            assert latest.purpose in PAYABLE_AFTER_DELETION
     elif decision.result is PaymentResult.RETURNED:
         assert service_gone
     else:

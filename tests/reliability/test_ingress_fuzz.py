@@ -72,7 +72,7 @@ def test_the_ingress_never_answers_500_and_keeps_its_documented_shape(case: Any)
     assert response.status_code < 500 or response.status_code == 503
     if path.startswith("/payments/") and response.status_code != 405:  # FastAPI's own 405: {"detail"} only
         answer = response.json()
-        assert set(answer) == {"results", "detail", "errors", "format"}
+        assert set(answer) == {"results", "usage", "detail", "errors", "format"}  # IngressAnswer
         if response.status_code != 200:
             assert answer["detail"], response.text[:500]
         for result in answer["results"]:
