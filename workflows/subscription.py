@@ -97,6 +97,8 @@ with workflow.unsafe.imports_passed_through():
     from workflows.vps_backups import VpsBackupsWorkflow
     from workflows.vps_models import VpsDeleted, vps_backups_workflow_id
 
+from workflows.payment_path import PaymentPathMixin
+
 JOURNAL_LIMIT = 500
 PAYMENT_MEMORY = 200
 INVOICE_MEMORY = 30
@@ -168,7 +170,7 @@ def _require(request: object) -> None:
 
 
 @workflow.defn
-class SubscriptionWorkflow:
+class SubscriptionWorkflow(PaymentPathMixin):
     @workflow.init
     def __init__(self, start: SubscriptionInput) -> None:
         self.new = start.state is None
@@ -943,15 +945,13 @@ class SubscriptionWorkflow:
             return outcome
         invoice = decision.invoice
         assert invoice is not None
-        await workflow.execute_activity_method(
-            BillingActivities.mark_invoice_paid,
+        await self._mark_invoice_paid(
             MarkInvoicePaidInput(
                 service_id=state.spec.service_id,
                 variable_symbol=invoice.variable_symbol,
                 payment_id=payment.payment_id,
             ),
             summary=f"mark invoice VS {invoice.variable_symbol} paid by {payment.payment_id}",
-            **BILLING_OPTIONS,
         )
         self._replace_invoice(invoice.model_copy(update={"status": InvoiceState.PAID}))
         self._record("payment", line, at)
@@ -1058,7 +1058,7 @@ class SubscriptionWorkflow:
             at,
             facts.model_copy(update={"expires_on": state.expires_on}),
         )
-        self.continue_pending = True
+        self.continue_pending = self.continue_pending or self._continue_after_renewal()
 
     async def _extend_at_registry(self, redemption: bool, period: str, at: datetime) -> date:
         """Extend at the registry only after payment (SPEC §4); a paid redemption restores first."""
@@ -1160,7 +1160,7 @@ class SubscriptionWorkflow:
         self._record("renewed", {"expires_on": state.expires_on.isoformat(), "period": invoice.period}, at)
         self._set_billing_state(ServiceState.ACTIVE, "restored from backup", at)
         await self._notify(NoticeKind.RESTORED, f"payment:{payment_id}", at, self._base_facts())
-        self.continue_pending = True
+        self.continue_pending = self.continue_pending or self._continue_after_renewal()
 
     async def _fee_paid(self, at: datetime, payment_id: str) -> None:
         suspension = self.state.suspension
