@@ -11,9 +11,9 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.testing import WorkflowEnvironment
 
 from policy.periods import add_period
-from workflows.payment_path import RENEWAL_RUN_EVENTS
 from tests.workflows.harness import Lab, lab
 from tests.workflows.lifecycle import at_day, entries, open_invoice, pay, service
+from workflows.payment_path import RENEWAL_RUN_EVENTS
 
 YEARS = 30
 MAX_EVENTS_PER_RUN = 100
@@ -78,7 +78,10 @@ async def runs_of(l: Lab, handle: Any) -> tuple[list[int], list[int]]:
 async def test_a_monthly_service_continues_as_new_twice_a_year_not_monthly(env: WorkflowEnvironment) -> None:
     """Two years of monthly payments: every renewal applied, but a run per ~half year, not per month."""
     months = 24
-    async with lab(env) as l, service(l, product="vps", period="P1M", price=Decimal("330.00"), expires_in_days=20) as handle:
+    async with (
+        lab(env) as l,
+        service(l, product="vps", period="P1M", price=Decimal("330.00"), expires_in_days=20) as handle,
+    ):
         first_d = (await l.status(handle)).expires_on
         for month in range(months):
             d = (await l.status(handle)).expires_on
