@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import Worker, WorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.accounts import AccountActivities
 from activities.billing import Billing, BillingActivities, SqliteBilling
@@ -132,6 +133,25 @@ def iso_store_for(hypervisor: Hypervisor) -> IsoImageStore:
     return RecordingIsoImageStore()
 
 
+def workflow_runner() -> WorkflowRunner:
+    """The workflow sandbox, with hostlife's own `workflows` package passed through.
+
+    The sandbox re-imports every module a workflow's module imports, for every new run (a start,
+    each continue-as-new, each replay after a cache eviction), unless passed through: profiles of
+    the benchmarks found that re-import (running `workflows/subscription.py`'s module body,
+    `@workflow.defn` reading type hints) to be the largest share of the worker's CPU on starts,
+    and each cached run keeping its own copy of the modules (docs/BENCHMARKS.md). The workflow
+    modules hold no mutable module state, so importing them once per process is safe; the
+    sandbox still refuses non-deterministic calls (`datetime.now`, random, I/O) at run time.
+    `HOSTLIFE_SANDBOX_REIMPORT=1` turns the pass-through off (every run imports afresh).
+    """
+    if os.environ.get("HOSTLIFE_SANDBOX_REIMPORT", "") not in ("", "0"):
+        return SandboxedWorkflowRunner()
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules("workflows")
+    )
+
+
 def build_workers(
     client: Client,
     adapters: Adapters,
@@ -148,7 +168,7 @@ def build_workers(
             workflows=list(WORKFLOWS),
             activities=lifecycle_activities(adapters, client, task_queue),
             activity_executor=executor,
-            **worker_options,
+            **{"workflow_runner": workflow_runner(), **worker_options},
         )
     ]
     for node, hypervisor in adapters.hypervisors.items():
