@@ -5,7 +5,8 @@ sleeping until the next milestone with a timer that any message interrupts. Paym
 a signal (or an update, for callers that need the outcome); commands arrive as updates whose
 validators refuse bad requests before they reach history. Every side effect is an activity with
 an idempotency key built from workflow facts. History stays bounded: the workflow continues as
-new after each renewal and whenever the server suggests it, carrying its whole state.
+new after a renewal once the run is long or half a year old (`workflows.payment_path`) and
+whenever the server suggests it, carrying its whole state.
 """
 
 from __future__ import annotations
