@@ -22,7 +22,8 @@ from typing import Any
 
 import httpx
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import Worker, WorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.accounts import AccountActivities
 from activities.billing import Billing, BillingActivities, SqliteBilling
@@ -183,6 +184,38 @@ def iso_store_for(hypervisor: Hypervisor) -> IsoImageStore:
     return RecordingIsoImageStore()
 
 
+PURE_MODULES = (
+    "policy",
+    "workflows.models",
+    "workflows.account_models",
+    "workflows.commerce_models",
+    "workflows.money_models",
+    "workflows.offers_models",
+    "workflows.vps_models",
+    "workflows.search_attributes",
+)
+"""Modules without workflow code that the sandbox may import once per process: the pure policy
+and the pydantic models. Every module holding workflow code stays sandboxed (tests check it)."""
+
+
+def workflow_runner() -> WorkflowRunner:
+    """The workflow sandbox, with the pure modules (`PURE_MODULES`) passed through.
+
+    The sandbox re-imports every module a workflow's module imports, for every new run (a start,
+    each continue-as-new, each replay after a cache eviction), unless passed through: profiles of
+    the benchmarks found that re-import to be a large share of the worker's CPU on starts
+    (docs/BENCHMARKS.md). The workflow modules themselves are NOT passed through: a passed-through
+    module sees the real `datetime`, `random` and I/O, so the sandbox would no longer refuse a
+    non-deterministic call in workflow code (tests/test_worker_config.py proves it still does).
+    `HOSTLIFE_SANDBOX_REIMPORT=1` turns the pass-through off (every run imports afresh).
+    """
+    if os.environ.get("HOSTLIFE_SANDBOX_REIMPORT", "") not in ("", "0"):
+        return SandboxedWorkflowRunner()
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*PURE_MODULES)
+    )
+
+
 def build_workers(
     client: Client,
     adapters: Adapters,
@@ -199,7 +232,7 @@ def build_workers(
             workflows=list(WORKFLOWS),
             activities=lifecycle_activities(adapters, client, task_queue),
             activity_executor=executor,
-            **worker_options,
+            **{"workflow_runner": workflow_runner(), **worker_options},
         )
     ]
     for node, hypervisor in adapters.hypervisors.items():

@@ -52,3 +52,45 @@ class BaselineWorkflow:
                     noop, ran == total, start_to_close_timeout=timedelta(seconds=30)
                 )
         return ran
+
+
+# ---------------------------------------------------------------- the payment path's floor
+
+POWERED_ON: dict[str, float] = {}
+"""Workflow id → `time.monotonic()` when the floor's stand-in power-on ran."""
+
+
+@activity.defn
+async def power_on_floor(workflow_id: str) -> None:
+    """The node's power-on, minus the node: notes when it ran."""
+    POWERED_ON.setdefault(workflow_id, time.monotonic())
+
+
+@workflow.defn
+class PaymentFloorWorkflow:
+    """The least a payment can cost on this engine: an update whose handler runs one activity.
+
+    Idle until paid, like a blocked service; the update runs the stand-in power-on on another
+    task queue (as hostlife's node queue) and answers when it is done. What hostlife's payment
+    path costs beyond this is ours; what this costs is the engine's.
+    """
+
+    @workflow.init
+    def __init__(self, node_task_queue: str) -> None:
+        self.paid = False
+        self.node_task_queue = node_task_queue
+
+    @workflow.run
+    async def run(self, node_task_queue: str) -> None:
+        await workflow.wait_condition(lambda: self.paid)
+
+    @workflow.update
+    async def pay(self, payment_id: str) -> str:
+        await workflow.execute_activity(
+            power_on_floor,
+            workflow.info().workflow_id,
+            task_queue=self.node_task_queue,
+            start_to_close_timeout=timedelta(seconds=30),
+        )
+        self.paid = True
+        return payment_id

@@ -5,7 +5,8 @@ sleeping until the next milestone with a timer that any message interrupts. Paym
 a signal (or an update, for callers that need the outcome); commands arrive as updates whose
 validators refuse bad requests before they reach history. Every side effect is an activity with
 an idempotency key built from workflow facts. History stays bounded: the workflow continues as
-new after each renewal and whenever the server suggests it, carrying its whole state.
+new after a renewal once the run is long or half a year old (`workflows.payment_path`) and
+whenever the server suggests it, carrying its whole state.
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.vps_backups import VpsBackupsWorkflow
     from workflows.vps_models import VpsDeleted, vps_backups_workflow_id
 
+from workflows.payment_path import PaymentPathMixin
 from workflows.vps_restore import VpsRestoreMixin
 
 JOURNAL_LIMIT = 500
@@ -174,7 +176,7 @@ def _require(request: object) -> None:
 
 
 @workflow.defn
-class SubscriptionWorkflow(MoneyInMixin, OffersMixin, CommerceMixin, VpsRestoreMixin):
+class SubscriptionWorkflow(MoneyInMixin, OffersMixin, CommerceMixin, VpsRestoreMixin, PaymentPathMixin):
     @workflow.init
     def __init__(self, start: SubscriptionInput) -> None:
         self.new = start.state is None
@@ -990,15 +992,13 @@ class SubscriptionWorkflow(MoneyInMixin, OffersMixin, CommerceMixin, VpsRestoreM
             return outcome
         invoice = decision.invoice
         assert invoice is not None
-        await workflow.execute_activity_method(
-            BillingActivities.mark_invoice_paid,
+        await self._mark_invoice_paid(
             MarkInvoicePaidInput(
                 service_id=state.spec.service_id,
                 variable_symbol=invoice.variable_symbol,
                 payment_id=payment.payment_id,
             ),
             summary=f"mark invoice VS {invoice.variable_symbol} paid by {payment.payment_id}",
-            **BILLING_OPTIONS,
         )
         self._replace_invoice(invoice.model_copy(update={"status": InvoiceState.PAID}))
         self._record("payment", line, at)
@@ -1112,7 +1112,7 @@ class SubscriptionWorkflow(MoneyInMixin, OffersMixin, CommerceMixin, VpsRestoreM
             at,
             facts.model_copy(update={"expires_on": state.expires_on}),
         )
-        self.continue_pending = True
+        self.continue_pending = self.continue_pending or self._continue_after_renewal()
 
     async def _extend_at_registry(self, redemption: bool, period: str, at: datetime) -> date:
         """Extend at the registry only after payment (SPEC §4); a paid redemption restores first."""
@@ -1221,7 +1221,7 @@ class SubscriptionWorkflow(MoneyInMixin, OffersMixin, CommerceMixin, VpsRestoreM
         self._record("renewed", {"expires_on": state.expires_on.isoformat(), "period": invoice.period}, at)
         self._set_billing_state(ServiceState.ACTIVE, "restored from backup", at)
         await self._notify(NoticeKind.RESTORED, f"payment:{payment_id}", at, self._base_facts())
-        self.continue_pending = True
+        self.continue_pending = self.continue_pending or self._continue_after_renewal()
 
     async def _fee_paid(self, at: datetime, payment_id: str) -> None:
         suspension = self.state.suspension
