@@ -46,6 +46,7 @@ from activities.vps_storage import (
 from policy.catalog import load_catalog
 from starter.codec import data_converter_from_env
 from starter.config import Settings
+from starter.local_codec import keys_environ
 from starter.logging import configure_logging
 from starter.services import configured_catalog
 from starter.temporal_connection import connect_options_from_env
@@ -165,12 +166,15 @@ def build_workers(
 
 
 async def connect(settings: Settings) -> Client:
-    """Connect with the payload codec (when keys are configured) and TLS/API-key options from the environment."""
+    """Connect with the payload codec and TLS/API-key options from the environment.
+
+    Keys come from HOSTLIFE_CODEC_KEYS[_FILE], else from the ring `make run` keeps in the data
+    directory, so the CLI and a second worker read what `make run` encrypted.
+    """
     options = connect_options_from_env()
     options["namespace"] = settings.namespace
-    return await Client.connect(
-        settings.temporal_address, data_converter=data_converter_from_env(), **options
-    )
+    converter = data_converter_from_env(keys_environ(settings.data_dir))
+    return await Client.connect(settings.temporal_address, data_converter=converter, **options)
 
 
 def production_adapters(settings: Settings) -> Adapters:
