@@ -40,6 +40,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.env_secrets import secret_from_env
+from activities.liveness import deadline_for, watched
 from policy.money import Money
 
 
@@ -476,7 +477,11 @@ class MailActivities:
         message = compose_message(notice, rendered, self.sender, self.renderer.sender_name, _scheduled_time())
         message_id = str(message["Message-ID"])
         try:
-            await self.mailer.deliver(message)
+            await watched(
+                self.mailer.deliver(message),
+                what=f"deliver {notice.template} to the mail relay",
+                deadline=deadline_for("mail"),
+            )
         except MailPermanentError as exc:
             activity.logger.warning(
                 "notice refused", extra={"message_id": message_id, "service_id": notice.service_id}
