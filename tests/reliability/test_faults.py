@@ -50,6 +50,7 @@ from activities.mailer import (
 )
 from activities.platform import PlatformAction, PlatformActionInput, PlatformUnavailable, RecordingPlatform
 from activities.registrar import RecordingRegistrar, RegistrarUnavailable, RenewDomainResult
+from starter.cli_services import in_progress
 from starter.mailcatcher import MailCatcher
 from tests.reliability.crash_lab import HoldingMailStore
 from tests.workflows.harness import Lab, states
@@ -442,6 +443,14 @@ async def what_ops_see_while_it_hangs(env: WorkflowEnvironment, handle: Handle, 
                     for e in history.events
                     if e.activity_task_scheduled_event_attributes.activity_type.name == activity_type
                 }
+                # ... and what `hostlife service show` prints under "in progress"
+                (row,) = [
+                    r
+                    for r in await in_progress(description, env.client.data_converter)
+                    if r["activity"] == activity_type
+                ]
+                assert row["attempt"] >= 2 and row["last_failure"].startswith("AdapterHung: ")
+                assert row["last_heartbeat"] is not None
                 return pending, details, timeouts
         await asyncio.sleep(0.05)
     raise AssertionError(f"no retried {activity_type} seen pending")
