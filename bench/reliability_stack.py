@@ -1,7 +1,8 @@
 """A dev server (SQLite file) with in-process workers on recording adapters and a ledger file.
 
-For the load and restart tests, which need a real server of their own (thousands of workflows
-must not crowd the session's time-skipping server) but count at the billing ledger, not at SMTP.
+For the load and restart scripts (bench/load.py, bench/restart.py) and their small-size tests
+(tests/reliability/), which need a real server of their own (thousands of workflows must not crowd
+a time-skipping server) but count at the billing ledger, not at SMTP.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ import asyncio
 import concurrent.futures
 import contextlib
 import os
+import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from temporalio.testing import WorkflowEnvironment
 
@@ -24,10 +27,23 @@ from activities.platform import RecordingPlatform
 from activities.registrar import RecordingRegistrar
 from starter.config import Settings
 from starter.runner import Ports, dev_server
-from tests.reliability.crash_lab import free_port
 from worker import Adapters, build_workers
 
 T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def wait_until(check: Callable[[], Any], seconds: float, what: str, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {seconds:.0f} s waiting for {what}")
+        await asyncio.sleep(interval)
 
 
 @dataclass
