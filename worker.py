@@ -36,6 +36,7 @@ from activities.card_gateway import (
     RecordingCardGateway,
     UnconfiguredCardGateway,
 )
+from activities.env_secrets import secret_from_env
 from activities.epp import EppConfig
 from activities.exchange_rates import (
     BNR_BASE_URL,
@@ -68,6 +69,7 @@ from activities.vps_storage import (
 from policy.catalog import load_catalog
 from starter.codec import data_converter_from_env
 from starter.config import Settings
+from starter.local_codec import keys_environ
 from starter.logging import configure_logging
 from starter.services import configured_catalog
 from starter.temporal_connection import connect_options_from_env
@@ -249,12 +251,15 @@ def build_workers(
 
 
 async def connect(settings: Settings) -> Client:
-    """Connect with the payload codec (when keys are configured) and TLS/API-key options from the environment."""
+    """Connect with the payload codec and TLS/API-key options from the environment.
+
+    Keys come from HOSTLIFE_CODEC_KEYS[_FILE], else from the ring `make run` keeps in the data
+    directory, so the CLI and a second worker read what `make run` encrypted.
+    """
     options = connect_options_from_env()
     options["namespace"] = settings.namespace
-    return await Client.connect(
-        settings.temporal_address, data_converter=data_converter_from_env(), **options
-    )
+    converter = data_converter_from_env(keys_environ(settings.data_dir))
+    return await Client.connect(settings.temporal_address, data_converter=converter, **options)
 
 
 def production_adapters(settings: Settings) -> Adapters:
@@ -294,7 +299,7 @@ def configured_card_gateway(settings: Settings, http: httpx.AsyncClient) -> Card
     stays open, so nothing is marked paid that was not.
     """
     merchant = os.environ.get("HOSTLIFE_COMGATE_MERCHANT", "")
-    secret = os.environ.get("HOSTLIFE_COMGATE_SECRET", "")
+    secret = secret_from_env(os.environ, "HOSTLIFE_COMGATE_SECRET") or ""
     if not merchant or not secret:
         return UnconfiguredCardGateway()
     return ComGateGateway(

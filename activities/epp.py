@@ -39,6 +39,8 @@ from typing import Any
 
 from lxml import etree
 
+from activities.env_secrets import secret_from_env
+
 EPP_NS = "urn:ietf:params:xml:ns:epp-1.0"
 RGP_NS = "urn:ietf:params:xml:ns:rgp-1.0"
 MAX_FRAME = 4 * 1024 * 1024
@@ -96,7 +98,7 @@ class EppConfig:
 
     @classmethod
     def from_env(cls, prefix: str = "HOSTLIFE_EPP_") -> EppConfig:
-        """Read HOSTLIFE_EPP_HOST, _PORT, _CLIENT_ID, _PASSWORD, _DIALECT, _CA_FILE, _CLIENT_CERT, ..."""
+        """Read HOSTLIFE_EPP_HOST, _PORT, _CLIENT_ID, _PASSWORD[_FILE], _DIALECT, _CA_FILE, _CLIENT_CERT, ..."""
         env = os.environ
 
         def opt(name: str) -> str | None:
@@ -105,7 +107,7 @@ class EppConfig:
         return cls(
             host=env[prefix + "HOST"],
             client_id=env[prefix + "CLIENT_ID"],
-            password=env[prefix + "PASSWORD"],
+            password=secret_from_env(env, prefix + "PASSWORD", required=True) or "",
             port=int(env.get(prefix + "PORT", "700")),
             dialect=env.get(prefix + "DIALECT", "ietf"),
             ca_file=opt("CA_FILE"),

@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from pydantic import BaseModel, Field
 from temporalio import activity
 
+from activities.liveness import deadline_for, watched_sync
+
 T = TypeVar("T")
 
 if not TYPE_CHECKING:
@@ -423,7 +425,15 @@ class HypervisorActivities:
             calls[action] = lambda name: hypervisor.reinstall(name, image)
         if action is VmAction.RESIZE:
             calls[action] = lambda name: hypervisor.resize(name, request.vcpus, request.memory_mb)
-        changed = self._call(request.vm_name, lambda: calls[action](request.vm_name))
+        # Heartbeats while libvirt works; a call past the graceful wait + DEADLINES is a hang, retried.
+        changed = self._call(
+            request.vm_name,
+            lambda: watched_sync(
+                lambda: calls[action](request.vm_name),
+                what=f"{action.value} {request.vm_name} on {request.node}",
+                deadline=deadline_for("hypervisor", request.graceful_timeout_seconds),
+            ),
+        )
         activity.logger.info(
             "vm action", extra={"action": action.value, "vm": request.vm_name, "changed": changed}
         )

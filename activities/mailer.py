@@ -39,6 +39,8 @@ from pydantic import BaseModel, SecretStr
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.env_secrets import secret_from_env
+from activities.liveness import deadline_for, watched
 from policy.money import Money
 
 
@@ -225,14 +227,15 @@ class SmtpSettings(BaseModel):
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> SmtpSettings:
-        """Read HOSTLIFE_SMTP_HOST/PORT/USER/PASSWORD/STARTTLS/TLS/TIMEOUT; unset ones keep the default."""
+        """Read HOSTLIFE_SMTP_HOST/PORT/USER/PASSWORD[_FILE]/STARTTLS/TLS/TIMEOUT; unset ones keep the default."""
         env = os.environ if env is None else env
+        password = secret_from_env(env, "HOSTLIFE_SMTP_PASSWORD")
         defaults = cls()
         return cls(
             host=env.get("HOSTLIFE_SMTP_HOST") or defaults.host,
             port=int(env.get("HOSTLIFE_SMTP_PORT") or defaults.port),
             username=env.get("HOSTLIFE_SMTP_USER") or None,
-            password=SecretStr(env["HOSTLIFE_SMTP_PASSWORD"]) if env.get("HOSTLIFE_SMTP_PASSWORD") else None,
+            password=SecretStr(password) if password else None,
             start_tls=_env_flag(env.get("HOSTLIFE_SMTP_STARTTLS")),
             use_tls=bool(_env_flag(env.get("HOSTLIFE_SMTP_TLS"))),
             timeout=float(env.get("HOSTLIFE_SMTP_TIMEOUT") or defaults.timeout),
@@ -499,7 +502,11 @@ class MailActivities:
         message = compose_message(notice, rendered, self.sender, self.renderer.sender_name, _scheduled_time())
         message_id = str(message["Message-ID"])
         try:
-            await self.mailer.deliver(message)
+            await watched(
+                self.mailer.deliver(message),
+                what=f"deliver {notice.template} to the mail relay",
+                deadline=deadline_for("mail"),
+            )
         except MailPermanentError as exc:
             activity.logger.warning(
                 "notice refused", extra={"message_id": message_id, "service_id": notice.service_id}

@@ -36,6 +36,7 @@ from activities.epp import (
     EppRetryableError,
     RestoreReport,
 )
+from activities.liveness import deadline_for, watched
 
 CURRENT_EXPIRY_MISMATCH_CODES = frozenset({2004, 2005, 2306})
 """How registries refuse a renew whose curExpDate is stale (RFC 5731 leaves the code open)."""
@@ -349,8 +350,10 @@ class RegistrarActivities:
     @activity.defn
     async def renew_domain(self, request: RenewDomainInput) -> RenewDomainResult:
         try:
-            result = await self.registrar.renew_domain(
-                request.domain_name, request.current_expiry, request.years
+            result = await watched(
+                self.registrar.renew_domain(request.domain_name, request.current_expiry, request.years),
+                what=f"renew {request.domain_name} at the registry",
+                deadline=deadline_for("registrar"),
             )
         except RegistrarError as exc:
             raise _application_error(exc) from exc
@@ -367,7 +370,11 @@ class RegistrarActivities:
     @activity.defn
     async def restore_domain(self, request: RestoreDomainInput) -> RestoreDomainResult:
         try:
-            return await self.registrar.restore_domain(request.domain_name)
+            return await watched(
+                self.registrar.restore_domain(request.domain_name),
+                what=f"restore {request.domain_name} at the registry",
+                deadline=deadline_for("registrar"),
+            )
         except RegistrarError as exc:
             raise _application_error(exc) from exc
 

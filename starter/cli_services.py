@@ -380,6 +380,29 @@ def _local(at: datetime) -> str:
     return Clock().local(at).strftime("%Y-%m-%d %H:%M")
 
 
+async def in_progress(description: Any, converter: Any) -> list[dict[str, Any]]:
+    """The service's side effects under way, as ops need them when one hangs or keeps failing:
+    activity, attempt, last failure (type and message, decrypted), when it last heartbeated."""
+    rows: list[dict[str, Any]] = []
+    for pending in description.raw_description.pending_activities:
+        row: dict[str, Any] = {
+            "activity": pending.activity_type.name,
+            "attempt": pending.attempt,
+            "last_failure": None,
+            "last_heartbeat": None,
+        }
+        if pending.HasField("last_failure"):
+            failure = type(pending.last_failure)()
+            failure.CopyFrom(pending.last_failure)
+            error = await converter.decode_failure(failure)
+            kind = getattr(error, "type", None) or type(error).__name__
+            row["last_failure"] = f"{kind}: {error}"
+        if pending.HasField("last_heartbeat_time"):
+            row["last_heartbeat"] = pending.last_heartbeat_time.ToDatetime(tzinfo=UTC).isoformat()
+        rows.append(row)
+    return rows
+
+
 @service_app.command("show")
 def service_show(
     service_id: str,
@@ -389,7 +412,7 @@ def service_show(
     """State, expiry, open invoice, what comes next (with dates) and the last events."""
     from workflows.subscription import SubscriptionWorkflow
 
-    async def go() -> tuple[ServiceStatus, list[JournalEntry], PlanQuoteView | None]:
+    async def go() -> tuple[ServiceStatus, list[JournalEntry], PlanQuoteView | None, list[dict[str, Any]]]:
         client = await connect()
         handle = service_handle(client, service_id)
         status: ServiceStatus = await handle.query(SubscriptionWorkflow.status, rpc_timeout=rpc_timeout())
@@ -399,11 +422,14 @@ def service_show(
         commerce: PlanQuoteView | None = None
         with contextlib.suppress(WorkflowQueryFailedError):  # a worker from before plan changes
             commerce = await handle.query(SubscriptionWorkflow.commerce, rpc_timeout=rpc_timeout())
-        return status, journal[-events:] if events > 0 else [], commerce
+        description = await handle.describe(rpc_timeout=rpc_timeout())
+        pending = await in_progress(description, client.data_converter)
+        return status, journal[-events:] if events > 0 else [], commerce, pending
 
-    status, journal, commerce = run_async(go)
+    status, journal, commerce, pending = run_async(go)
     if as_json:
         body = status.model_dump(mode="json")
+        body["in_progress"] = pending
         body["events"] = [entry.model_dump(mode="json") for entry in journal]
         if commerce is not None:
             body["commerce"] = commerce.model_dump(mode="json", exclude={"at"})
@@ -446,6 +472,15 @@ def service_show(
     if not status.upcoming:
         upcoming.add_row("—", "nothing scheduled")
     out.print(upcoming)
+    if pending:
+        under_way = Table(
+            "activity", "attempt", "last failure", "last heartbeat", title="in progress", title_justify="left"
+        )
+        for row in pending:
+            under_way.add_row(
+                row["activity"], str(row["attempt"]), row["last_failure"] or "—", row["last_heartbeat"] or "—"
+            )
+        out.print(under_way)
     if journal:
         last = Table("at", "event", title="last events", title_justify="left")
         for entry in journal:

@@ -5,6 +5,7 @@
     POST /encode, /decode                 Temporal's codec protocol: {"payloads": [{"metadata": {..base64},
     POST /{namespace}/encode, /decode       "data": "base64"}]} in, the same shape out (CLI endpoint templating)
     GET  /login, POST /login              a form that puts the token into an HttpOnly cookie, for the Web UI
+    POST /ui/{token}/encode, /decode      `make run` only: the dev server's Web UI, authorised by a secret path
     GET  /healthz                         liveness, no authentication
 
 Every codec call needs the token of HOSTLIFE_CODEC_SERVER_TOKEN[_FILE] (several, comma- or line-separated,
@@ -59,6 +60,9 @@ class CodecServerSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     tokens: tuple[SecretStr, ...] = Field(min_length=1)
+    # `make run` only: secret path segments (/ui/TOKEN/decode) for the dev server's Web UI, which
+    # cannot send a token or a cookie; whoever can read the UI's settings on loopback can decode.
+    ui_path_tokens: tuple[SecretStr, ...] = ()
     cors_origins: tuple[str, ...] = DEFAULT_ORIGINS
     max_body_bytes: int = Field(default=MAX_BODY_BYTES, gt=0)
 
@@ -130,8 +134,13 @@ def create_app(codec: EncryptionCodec, settings: CodecServerSettings) -> FastAPI
         max_age=600,
     )
 
-    async def apply(request: Request, action: str, transform: Transform) -> Response:
-        if not _authorized(request, settings.tokens):
+    async def apply(
+        request: Request, action: str, transform: Transform, path_token: str | None = None
+    ) -> Response:
+        if path_token is not None:
+            if not settings.ui_path_tokens or not _token_ok(path_token, settings.ui_path_tokens):
+                return _error(404, "not found")
+        elif not _authorized(request, settings.tokens):
             return _error(401, "missing or bad token", {"WWW-Authenticate": "Bearer"})
         body = await _read_body(request, settings.max_body_bytes)
         if body is None:
@@ -168,6 +177,14 @@ def create_app(codec: EncryptionCodec, settings: CodecServerSettings) -> FastAPI
     @app.post("/{namespace}/decode")
     async def decode_in(namespace: str, request: Request) -> Response:
         return await apply(request, "decode", codec.decode)
+
+    @app.post("/ui/{path_token}/encode")
+    async def encode_ui(path_token: str, request: Request) -> Response:
+        return await apply(request, "encode", codec.encode, path_token)
+
+    @app.post("/ui/{path_token}/decode")
+    async def decode_ui(path_token: str, request: Request) -> Response:
+        return await apply(request, "decode", codec.decode, path_token)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, object]:

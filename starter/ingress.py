@@ -509,3 +509,60 @@ async def serve(router: PaymentRouter, settings: IngressSettings, usage: UsageSi
         create_app(router, settings, usage=usage), host=settings.host, port=settings.port, log_config=None
     )
     await uvicorn.Server(config).serve()
+
+
+async def run_from_env() -> None:
+    """The compose `ingress` service: settings, secrets and the Temporal connection from the environment.
+
+    The client connects lazily, so the ingress answers /healthz and authenticates callers while
+    Temporal is still starting; a payment that cannot be routed yet gets 503 and the sender retries.
+    """
+    from temporalio.client import Client
+
+    from activities.billing import SqliteBilling
+    from starter.codec import data_converter_from_env
+    from starter.config import Settings
+    from starter.local_codec import keys_environ
+    from starter.payment_router import TemporalPaymentRouter
+    from starter.temporal_connection import connect_options_from_env
+
+    settings = Settings.from_env()
+    ingress = IngressSettings.from_env()
+    options = connect_options_from_env()
+    options["namespace"] = settings.namespace
+    client = await Client.connect(
+        settings.temporal_address,
+        data_converter=data_converter_from_env(keys_environ(settings.data_dir)),
+        lazy=True,
+        **options,
+    )
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    billing = SqliteBilling(settings.data_dir / "billing.sqlite")
+    log.info("ingress starting", host=ingress.host, port=ingress.port, temporal=settings.temporal_address)
+    await serve(TemporalPaymentRouter(client, billing), ingress)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    import asyncio
+    import contextlib
+
+    from starter.logging import configure_logging
+
+    parser = argparse.ArgumentParser(
+        prog="python -m starter.ingress",
+        description="Payment ingress: card webhooks and bank statements into the service workflows. "
+        "Configured by HOSTLIFE_INGRESS_* (secrets also as *_FILE), HOSTLIFE_TEMPORAL_*, "
+        "HOSTLIFE_NAMESPACE, HOSTLIFE_DATA_DIR (the billing ledger) and HOSTLIFE_CODEC_KEYS[_FILE].",
+    )
+    parser.parse_args(argv)
+    configure_logging(os.environ.get("HOSTLIFE_LOG_LEVEL", "INFO"))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(run_from_env())
+    except (ValueError, OSError) as exc:  # bad settings or secrets: one line, no traceback
+        raise SystemExit(f"ingress: {exc}") from exc
+
+
+if __name__ == "__main__":
+    main()

@@ -14,7 +14,7 @@ import json
 import os
 import secrets
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -30,6 +30,7 @@ from starter.codec import data_converter_from_env
 from starter.config import Settings
 from starter.demo_node import DEMO_VM, demo_node_uri
 from starter.ingress import IngressSettings, serve
+from starter.local_codec import configured_in_env, keys_environ, local_codec_server
 from starter.logging import configure_logging
 from starter.mailcatcher import MailCatcher
 from starter.payment_router import TemporalPaymentRouter
@@ -52,6 +53,7 @@ class Ports:
     ui: int = 8233
     smtp: int = 2525
     ingress: int = 8400
+    codec: int = 8888
 
 
 def local_ingress_settings(settings: Settings, port: int) -> IngressSettings:
@@ -79,11 +81,18 @@ def local_ingress_settings(settings: Settings, port: int) -> IngressSettings:
 
 
 @contextlib.asynccontextmanager
-async def dev_server(settings: Settings, ports: Ports) -> AsyncIterator[WorkflowEnvironment]:
+async def dev_server(
+    settings: Settings,
+    ports: Ports,
+    environ: Mapping[str, str] | None = None,
+    ui_codec_endpoint: str | None = None,
+) -> AsyncIterator[WorkflowEnvironment]:
+    """The dev server on `settings.data_dir`/temporal.sqlite; its client encrypts when `environ` has keys."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     env = await WorkflowEnvironment.start_local(
         namespace=settings.namespace,
-        data_converter=data_converter_from_env(),
+        data_converter=data_converter_from_env(environ),
+        dev_server_extra_args=["--ui-codec-endpoint", ui_codec_endpoint] if ui_codec_endpoint else [],
         port=ports.frontend,
         ui=True,
         ui_port=ports.ui,
@@ -147,15 +156,22 @@ async def pay_when_blocked(env: WorkflowEnvironment, workflow_id: str, seconds_p
 
 
 async def run_stack(
-    settings: Settings, *, demo: bool = False, seconds_per_day: int = 10, ports: Ports = Ports()
+    settings: Settings,
+    *,
+    demo: bool = False,
+    seconds_per_day: int = 10,
+    ports: Ports = Ports(),
+    stop: asyncio.Event | None = None,
 ) -> None:
+    """Run until SIGINT/SIGTERM, or until `stop` is set when one is given (tests)."""
     configure_logging(settings.log_level)
     load_catalog(settings.catalog_path)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
     smtp_from_env = "HOSTLIFE_SMTP_HOST" in os.environ
     if not smtp_from_env:
         os.environ["HOSTLIFE_SMTP_HOST"] = "127.0.0.1"
@@ -163,7 +179,12 @@ async def run_stack(
     # The embedded default runs offline: fixed development rates unless ops ask for the central banks
     # (HOSTLIFE_EXCHANGE_RATES=central-banks, or any value but "fixed").
     os.environ.setdefault("HOSTLIFE_EXCHANGE_RATES", "fixed")
-    async with dev_server(settings, ports) as env:
+    # Encryption by default: the environment's key ring, else one made once in .data/ (0600).
+    environ = keys_environ(settings.data_dir, create=True)
+    async with (
+        local_codec_server(settings.data_dir, environ, ports.codec, ports.ui) as codec,
+        dev_server(settings, ports, environ, ui_codec_endpoint=codec.ui_endpoint) as env,
+    ):
         adapters = production_adapters(settings)
         adapters.hypervisors["node-1"] = LibvirtHypervisor(demo_node_uri(settings.data_dir))
         assert isinstance(adapters.billing, SqliteBilling)
@@ -204,6 +225,13 @@ async def run_stack(
                         if os.environ["HOSTLIFE_EXCHANGE_RATES"] == "fixed"
                         else "ČNB and BNR over HTTP\n"
                     )
+                    + f"  codec server      {codec.url} (payloads encrypted with "
+                    + (
+                        f"{settings.data_dir}/codec-keys"
+                        if not configured_in_env(os.environ)
+                        else "the configured keys"
+                    )
+                    + f"; bearer token in {settings.data_dir}/codec-server.json)\n"
                     + f"  data              {settings.data_dir}/ (temporal.sqlite, billing.sqlite)\n"
                     "  Ctrl-C stops everything.\n",
                     flush=True,

@@ -120,3 +120,87 @@ def test_published_ports_are_loopback_only(resolved: dict[str, Any]) -> None:
     for name, service in resolved["services"].items():
         for port in service.get("ports") or []:
             assert port.get("host_ip") == "127.0.0.1", f"{name} publishes {port} beyond this machine"
+
+
+def _entrypoint(command: list[str]) -> list[str]:
+    """`python -m module ...` or `python script.py ...` → the interpreter's part of it."""
+    assert command[0] == "python", command
+    return command[1:3] if command[1] == "-m" else command[1:2]
+
+
+def test_every_hostlife_service_runs_a_real_entrypoint(resolved: dict[str, Any]) -> None:
+    """A module without a `__main__` block imports and exits 0: compose would restart it forever."""
+    import sys
+
+    ours = {name: s for name, s in resolved["services"].items() if s.get("image") == "hostlife:latest"}
+    assert {"worker", "node-worker", "ingress", "mailcatcher", "codec-server"} <= set(ours)
+    for name, service in ours.items():
+        done = subprocess.run(
+            [sys.executable, *_entrypoint(service["command"]), "--help"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0 and "usage:" in done.stdout, f"{name}: {done.stderr[-400:]}"
+
+
+def test_the_ingress_entrypoint_serves_with_secrets_from_files_before_temporal_is_up(tmp_path: Path) -> None:
+    """`python -m starter.ingress` as compose runs it: secrets as files, Temporal not reachable yet."""
+    import os
+    import socket
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]  # nothing listens there once the socket closes
+    (tmp_path / "webhook").write_text("w" * 32 + "\n", encoding="utf-8")
+    (tmp_path / "api").write_text("a" * 32 + "\n", encoding="utf-8")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("HOSTLIFE_")},
+        "PYTHONPATH": str(ROOT),
+        "HOSTLIFE_INGRESS_HOST": "127.0.0.1",
+        "HOSTLIFE_INGRESS_PORT": str(port),
+        "HOSTLIFE_INGRESS_WEBHOOK_SECRET_FILE": str(tmp_path / "webhook"),
+        "HOSTLIFE_INGRESS_API_KEY_FILE": str(tmp_path / "api"),
+        "HOSTLIFE_TEMPORAL_ADDRESS": f"127.0.0.1:{closed}",
+        "HOSTLIFE_DATA_DIR": str(tmp_path / "data"),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "starter.ingress"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the ingress did not start listening"
+                time.sleep(0.2)
+        assert health.status_code == 200
+        unsigned = httpx.post(f"http://127.0.0.1:{port}/payments/card", json={}, timeout=5)
+        assert unsigned.status_code == 401
+        keyed = httpx.post(
+            f"http://127.0.0.1:{port}/payments/bank-statement",
+            content=b"",
+            headers={"authorization": "Bearer " + "b" * 32},
+            timeout=5,
+        )
+        assert keyed.status_code == 401  # a wrong key; the right one is only in the file
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+    bad = {**env, "HOSTLIFE_INGRESS_API_KEY": "a" * 32}  # and _FILE: refused with one line
+    done = subprocess.run(
+        [sys.executable, "-m", "starter.ingress"], cwd=ROOT, env=bad, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1 and "set HOSTLIFE_INGRESS_API_KEY or HOSTLIFE_INGRESS_API_KEY_FILE" in done.stderr

@@ -112,8 +112,11 @@ BILLING_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=30),
     "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=5)),
 }
+# Heartbeat timeouts (activities/liveness.py): a dead or frozen worker is noticed in seconds, not
+# at the start-to-close timeout; a peer that never answers is cut by the activity's own deadline.
 MAIL_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=60),
+    "heartbeat_timeout": timedelta(seconds=20),
     # A mail outage must not stall the lifecycle: bounded retries, then the milestone goes on.
     "retry_policy": RetryPolicy(
         initial_interval=timedelta(seconds=10),
@@ -129,6 +132,7 @@ PLATFORM_OPTIONS: dict[str, Any] = {
 }
 REGISTRAR_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": timedelta(minutes=2),
+    "heartbeat_timeout": timedelta(seconds=30),
     "retry_policy": RetryPolicy(
         maximum_interval=timedelta(minutes=10), non_retryable_error_types=["RegistrarRefused"]
     ),

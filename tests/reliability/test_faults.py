@@ -12,8 +12,10 @@ wrapped in fault injectors of the same Protocol. What must hold in every case:
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from datetime import date, timedelta
@@ -50,6 +52,7 @@ from activities.mailer import (
 )
 from activities.platform import PlatformAction, PlatformActionInput, PlatformUnavailable, RecordingPlatform
 from activities.registrar import RecordingRegistrar, RegistrarUnavailable, RenewDomainResult
+from starter.cli_services import in_progress
 from starter.mailcatcher import MailCatcher
 from tests.reliability.crash_lab import HoldingMailStore
 from tests.workflows.harness import Lab, states
@@ -61,19 +64,28 @@ from workflows.subscription import SubscriptionWorkflow
 Handle = WorkflowHandle[SubscriptionWorkflow, Any]
 
 
-class Faults:
-    """How many more times a call fails, and with which exception.
+class Hang(Exception):
+    """Planned instead of an error: the call never answers (until the test releases it)."""
 
-    No fault here hangs: the time-skipping server does not skip time while an activity runs, so a
-    hung activity would hold the whole session's clock for its real start-to-close timeout.
+
+class Faults:
+    """How many more times a call fails, with which exception, or hangs.
+
+    A hang holds the time-skipping server's clock (it does not skip time while an activity runs),
+    so hang tests shorten the activities' deadlines to seconds (`short_deadlines`); the activity's
+    own deadline, not a start-to-close timeout, cuts the hang.
     """
 
     def __init__(self) -> None:
         self.plan: dict[str, list[BaseException]] = {}
         self.attempts: dict[str, int] = {}
+        self.released = threading.Event()
 
     def fail(self, call: str, times: int, error: BaseException) -> None:
         self.plan.setdefault(call, []).extend([error] * times)
+
+    def hang(self, call: str, times: int) -> None:
+        self.plan.setdefault(call, []).extend([Hang(call)] * times)
 
     def _next(self, call: str) -> BaseException | None:
         self.attempts[call] = self.attempts.get(call, 0) + 1
@@ -82,11 +94,18 @@ class Faults:
 
     async def enter(self, call: str) -> None:
         fault = self._next(call)
+        if isinstance(fault, Hang):
+            while not self.released.is_set():  # noqa: ASYNC110 - set from another thread; cancelled here
+                await asyncio.sleep(0.05)
+            raise ConnectionError(f"{call}: connection abandoned")
         if fault is not None:
             raise fault
 
     def enter_sync(self, call: str) -> None:
         fault = self._next(call)
+        if isinstance(fault, Hang):
+            self.released.wait()  # a blocked libvirt call: its thread is abandoned, not killed
+            raise ConnectionError(f"{call}: connection abandoned")
         if fault is not None:
             raise fault
 
@@ -172,6 +191,8 @@ async def fault_lab(
     """The harness's lab, with every adapter behind a fault injector (mail optionally to a real server)."""
     faults = Faults()
     node = f"node-{uuid.uuid4().hex[:8]}"
+    stack_guard = contextlib.ExitStack()
+    stack_guard.callback(faults.released.set)  # no hung call outlives its test
     billing, mailer, platform = SqliteBilling(), RecordingMailer(), RecordingPlatform()
     faulty_mailer = FaultyMailer(real_mailer or mailer, faults)
     registrar = FaultyRegistrar(faults)
@@ -189,12 +210,13 @@ async def fault_lab(
         async with contextlib.AsyncExitStack() as stack:
             for worker in workers:
                 await stack.enter_async_context(worker)
-            yield (
-                Lab(env, task_queue, node, billing, mailer, platform, registrar, hypervisor),
-                faults,
-                faulty_mailer,
-                registrar,
-            )
+            with stack_guard:
+                yield (
+                    Lab(env, task_queue, node, billing, mailer, platform, registrar, hypervisor),
+                    faults,
+                    faulty_mailer,
+                    registrar,
+                )
 
 
 async def attention(handle: Handle) -> str:
@@ -390,3 +412,142 @@ async def test_a_registry_answering_a_garbage_expiry_does_not_expire_a_paid_doma
             assert "registry" in await attention(handle) or "action_failed" in await attention(handle)
         finally:
             await finish(handle)
+
+
+# --------------------------------------------------------------------------------------------- hangs
+
+
+@pytest.fixture
+def short_deadlines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hangs are cut after 2 s (a VM's graceful-shutdown allowance too), heartbeats every 0.2 s."""
+    from activities import hypervisor, liveness
+
+    monkeypatch.setattr(liveness, "HEARTBEAT_EVERY", 0.2)
+    monkeypatch.setattr(liveness, "DEADLINES", {"hypervisor": 2.0, "registrar": 2.0, "mail": 2.0})
+    monkeypatch.setattr(hypervisor, "deadline_for", lambda kind, extra_seconds=0.0: liveness.DEADLINES[kind])
+
+
+async def what_ops_see_while_it_hangs(env: WorkflowEnvironment, handle: Handle, activity_type: str) -> Any:
+    """The pending activity as the Web UI shows it, once a retry follows a hang: attempt, last failure,
+    last heartbeat; and the heartbeat timeouts it was scheduled with (a dead worker is noticed)."""
+    for _ in range(600):
+        description = await handle.describe()
+        for pending in description.raw_description.pending_activities:
+            if (
+                pending.activity_type.name == activity_type
+                and pending.attempt >= 2
+                and pending.HasField("last_failure")
+                and pending.HasField("heartbeat_details")
+            ):
+                (details,) = await env.client.data_converter.decode(pending.heartbeat_details.payloads)
+                # the run that scheduled it (a payment may continue-as-new right after)
+                run = env.client.get_workflow_handle(handle.id, run_id=description.run_id)
+                history = await run.fetch_history()
+                timeouts = {
+                    e.activity_task_scheduled_event_attributes.heartbeat_timeout.ToTimedelta()
+                    for e in history.events
+                    if e.activity_task_scheduled_event_attributes.activity_type.name == activity_type
+                }
+                # ... and what `hostlife service show` prints under "in progress"
+                (row,) = [
+                    r
+                    for r in await in_progress(description, env.client.data_converter)
+                    if r["activity"] == activity_type
+                ]
+                assert row["attempt"] >= 2 and row["last_failure"].startswith("AdapterHung: ")
+                assert row["last_heartbeat"] is not None
+                return pending, details, timeouts
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no retried {activity_type} seen pending")
+
+
+def assert_hang_shown(pending: Any, details: Any, what: str) -> None:
+    failure = pending.last_failure
+    assert failure.application_failure_info.type == "AdapterHung"
+    assert "did not answer within 2 s" in failure.message and what in failure.message
+    assert what in details["waiting_for"]
+
+
+async def test_a_hypervisor_call_that_hangs_is_cut_retried_and_powers_the_vps_off_once(
+    env: WorkflowEnvironment, short_deadlines: None
+) -> None:
+    async with fault_lab(env) as (l, faults, _, _):
+        faults.hang("power_off", 2)
+        handle = await l.start(expires_in_days=40, product="vps", name="vps-hang")
+        d = await l.day0(handle)
+        await l.sleep_until(d)
+        clock = asyncio.create_task(l.sleep_until(d + timedelta(days=2)))
+        pending, details, timeouts = await what_ops_see_while_it_hangs(env, handle, "power_off_vm")
+        await clock
+        journal = await l.journal(handle)
+
+        assert_hang_shown(pending, details, "power_off vps-hang")
+        assert timeouts == {timedelta(minutes=1)}
+        assert faults.attempts["power_off"] == 3
+        assert l.hypervisor.calls.count(("power_off", "vps-hang")) == 1
+        assert kinds(journal, "hypervisor") == [{"action": "power_off", "node": l.node}]
+        assert states(journal, l.clock)[-1] == ("blocked", d + timedelta(days=1))
+        assert await attention(handle) == ""  # recovered: nothing left for ops
+        await finish(handle)
+
+
+async def test_a_registry_that_hangs_is_cut_retried_and_renews_the_paid_domain_once(
+    env: WorkflowEnvironment, short_deadlines: None
+) -> None:
+    async with fault_lab(env) as (l, faults, _, registrar):
+        faults.hang("renew", 2)
+        handle = await l.start(expires_in_days=20, product="domain", name="faults-hang.cz", price="290.00")
+        d = await l.day0(handle)
+        await l.sleep_until(d - timedelta(days=19))
+
+        paying = asyncio.create_task(pay(handle, "pay-registry-hang"))
+        pending, details, timeouts = await what_ops_see_while_it_hangs(env, handle, "renew_domain")
+        outcome = await paying
+
+        assert_hang_shown(pending, details, "renew faults-hang.cz")
+        assert timeouts == {timedelta(seconds=30)}
+        assert outcome.result == "applied"
+        assert faults.attempts["renew"] == 3
+        assert registrar.expiries["faults-hang.cz"] == d.replace(year=d.year + 1)
+        status = await l.status(handle)
+        assert (status.renewals, status.expires_on) == (1, d.replace(year=d.year + 1))
+        assert await attention(handle) == ""
+        await finish(handle)
+
+
+async def test_a_mail_relay_that_hangs_is_cut_retried_and_delivers_the_notice_once(
+    env: WorkflowEnvironment, short_deadlines: None
+) -> None:
+    async with fault_lab(env) as (l, faults, mailer, _):
+        faults.hang("mail:invoice_issued", 2)
+        handle = await l.start(expires_in_days=40)
+        d = await l.day0(handle)
+        clock = asyncio.create_task(l.sleep_until(d - timedelta(days=25)))
+        pending, details, timeouts = await what_ops_see_while_it_hangs(env, handle, "send_notice")
+        await clock
+        journal = await l.journal(handle)
+
+        assert_hang_shown(pending, details, "deliver invoice_issued")
+        assert timeouts == {timedelta(seconds=20)}
+        assert mailer.attempted.count("invoice_issued") == 3
+        assert l.mails() == ["invoice_issued"]
+        assert kinds(journal, "mail_failed") == []
+        assert await attention(handle) == ""
+        await finish(handle)
+
+
+async def test_a_mail_relay_that_always_hangs_ends_as_mail_failed_and_attention(
+    env: WorkflowEnvironment, short_deadlines: None
+) -> None:
+    """A hang that outlasts the mail retry bound is what ops must act on: journalled and flagged."""
+    async with fault_lab(env) as (l, faults, mailer, _):
+        faults.hang("mail:invoice_issued", 100)
+        handle = await l.start(expires_in_days=40)
+        d = await l.day0(handle)
+        journal = await run_until(l, handle, d - timedelta(days=25))
+
+        assert mailer.attempted.count("invoice_issued") == 8  # MAIL_OPTIONS bound
+        (failed,) = kinds(journal, "mail_failed")
+        assert "AdapterHung" in failed["error"] or "did not answer" in failed["error"]
+        assert "mail_failing" in await attention(handle)
+        await finish(handle)

@@ -114,3 +114,96 @@ def test_new_services_take_ops_own_catalog(tmp_path: Path, monkeypatch: pytest.M
             services.subscription_input(spec)
     finally:
         services.configured_catalog.cache_clear()
+
+
+async def test_make_run_encrypts_history_at_rest_and_its_web_ui_decodes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make run` with no keys configured: a key ring appears in .data/ (0600), the demo customer's
+    name and e-mail are nowhere in the history or the SQLite file, and the dev server's Web UI is
+    configured with the codec server, which decodes them; the CLI's connection reads them too."""
+    from google.protobuf import json_format
+    from temporalio.api.common.v1 import Payloads
+    from temporalio.client import Client
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    from starter.codec import ENCODING, KEYS_ENV, KEYS_FILE_ENV
+    from starter.runner import run_stack
+    from worker import connect
+
+    for name in (KEYS_ENV, KEYS_FILE_ENV, "HOSTLIFE_SMTP_HOST", "HOSTLIFE_SMTP_PORT"):
+        monkeypatch.delenv(name, raising=False)  # run_stack sets the SMTP pair; undone after the test
+    settings = Settings(data_dir=tmp_path / "data", task_queue="encrypted-lifecycle")
+    ports = Ports(frontend=free_port(), ui=free_port(), smtp=free_port(), ingress=free_port(), codec=free_port())
+    stop = asyncio.Event()
+    stack = asyncio.create_task(run_stack(settings, demo=True, seconds_per_day=1, ports=ports, stop=stop))
+    email, name = b"demo@example.cz", b"Demo Customer"
+    try:
+        raw = None
+        for _ in range(600):
+            assert not stack.done(), stack.exception()
+            try:
+                raw = raw or await Client.connect(
+                    f"127.0.0.1:{ports.frontend}", data_converter=pydantic_data_converter
+                )
+                ids = [w.id async for w in raw.list_workflows("WorkflowId STARTS_WITH 'service-demo-web-'")]
+            except RuntimeError:
+                ids = []
+            if ids:
+                break
+            await asyncio.sleep(0.2)
+        assert raw is not None and ids, "the demo services did not start"
+
+        keys = settings.data_dir / "codec-keys"
+        assert keys.stat().st_mode & 0o777 == 0o600
+        assert (settings.data_dir / "codec-server.json").stat().st_mode & 0o777 == 0o600
+
+        # Without the codec: the whole history (inputs, activity arguments, results) is ciphertext.
+        handle = raw.get_workflow_handle(ids[0])
+        for _ in range(300):  # the invoice (D-30, 5 s away) is mailed: its activity carries the address
+            history = await handle.fetch_history()
+            kinds = [e.activity_task_scheduled_event_attributes.activity_type.name for e in history.events]
+            if "send_notice" in kinds:
+                break
+            await asyncio.sleep(0.2)
+        assert "send_notice" in kinds
+        blob = history.to_json().encode()
+        assert email not in blob and name not in blob  # activity summaries ("mail invoice to ...") too
+        started = history.events[0].workflow_execution_started_event_attributes.input
+        assert started.payloads[0].metadata["encoding"] == ENCODING
+
+        # The dev server's Web UI is configured with the codec server, which decodes for its origin.
+        async with httpx.AsyncClient(timeout=10) as http:
+            ui_settings = (await http.get(f"http://127.0.0.1:{ports.ui}/api/v1/settings")).json()
+            endpoint = ui_settings["Codec"]["Endpoint"]
+            assert endpoint.startswith(f"http://127.0.0.1:{ports.codec}/ui/")
+            origin = f"http://localhost:{ports.ui}"
+            answer = await http.post(
+                f"{endpoint}/decode",
+                content=json_format.MessageToJson(started),
+                headers={"content-type": "application/json", "x-namespace": "default", "origin": origin},
+            )
+            assert answer.status_code == 200
+            assert answer.headers["access-control-allow-origin"] == origin
+            decoded = json_format.Parse(answer.text, Payloads())
+            assert email in decoded.payloads[0].data and name in decoded.payloads[0].data
+            # The bare codec endpoints still want the bearer token; a guessed UI path is unknown.
+            bare = await http.post(f"http://127.0.0.1:{ports.codec}/decode", content=answer.text)
+            assert bare.status_code == 401
+            guessed = await http.post(f"http://127.0.0.1:{ports.codec}/ui/guess/decode", content=answer.text)
+            assert guessed.status_code == 404
+
+        # The CLI's connection finds the key ring in the data directory and reads the service.
+        cli = await connect(settings.model_copy(update={"temporal_address": f"127.0.0.1:{ports.frontend}"}))
+        status = await cli.get_workflow_handle_for(SubscriptionWorkflow.run, ids[0]).query(
+            SubscriptionWorkflow.status
+        )
+        assert status.customer_id == "demo-customer" and status.open_invoice is not None
+    finally:
+        stop.set()
+        await asyncio.wait_for(stack, timeout=60)
+
+    # At rest: the dev server's SQLite file (and its journal) never saw the name or the address.
+    for path in settings.data_dir.glob("temporal.sqlite*"):
+        data = path.read_bytes()
+        assert email not in data and name not in data, path.name

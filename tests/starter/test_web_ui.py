@@ -100,3 +100,59 @@ def test_ops_filter_blocked_services_and_read_what_comes_next(dev_stack: DevStac
         finally:
             browser.close()
     assert (OUTPUT / "blocked-service-details.png").stat().st_size > 10_000
+
+
+async def test_make_runs_web_ui_shows_the_encrypted_input_decoded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make run` (encryption on by default): the dev server's Web UI decodes the service's input
+    through the codec server it was started with, so ops read the customer's e-mail in clear."""
+    import asyncio
+    import socket
+
+    from playwright.async_api import async_playwright
+    from playwright.async_api import expect as async_expect
+    from temporalio.client import Client
+
+    from starter.codec import KEYS_ENV, KEYS_FILE_ENV
+    from starter.config import Settings
+    from starter.runner import Ports, run_stack
+
+    def free_port() -> int:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+
+    for name in (KEYS_ENV, KEYS_FILE_ENV, "HOSTLIFE_SMTP_HOST", "HOSTLIFE_SMTP_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    ports = Ports(frontend=free_port(), ui=free_port(), smtp=free_port(), ingress=free_port(), codec=free_port())
+    stop = asyncio.Event()
+    settings = Settings(data_dir=tmp_path / "data", task_queue="ui-encrypted")
+    stack = asyncio.create_task(run_stack(settings, demo=True, seconds_per_day=3600, ports=ports, stop=stop))
+    try:
+        ids: list[str] = []
+        for _ in range(300):
+            assert not stack.done(), stack.exception()
+            try:
+                raw = await Client.connect(f"127.0.0.1:{ports.frontend}")
+                ids = [w.id async for w in raw.list_workflows("WorkflowId STARTS_WITH 'service-demo-web-'")]
+            except RuntimeError:
+                ids = []
+            if ids:
+                break
+            await asyncio.sleep(0.2)
+        assert ids
+        OUTPUT.mkdir(parents=True, exist_ok=True)
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.set_default_timeout(30_000)
+                await page.goto(f"http://localhost:{ports.ui}/namespaces/default/workflows/{ids[0]}")
+                await async_expect(page.get_by_text("demo@example.cz").first).to_be_visible()
+                await page.screenshot(path=str(OUTPUT / "decoded-input.png"), full_page=True)
+            finally:
+                await browser.close()
+    finally:
+        stop.set()
+        await asyncio.wait_for(stack, timeout=60)
