@@ -9,12 +9,10 @@ changes how a running service replays.
 
 from __future__ import annotations
 
-import tomllib
 from datetime import time
 from decimal import Decimal
 from enum import StrEnum
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -23,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from policy.money import Money
 from policy.periods import parse_period
+from policy.toml_files import read_policy_toml
 
 DEFAULT_PROFILE = "default"
 
@@ -256,20 +255,7 @@ def _describe(where: str, exc: ValidationError) -> str:
 
 def load_catalog(path: str | Path | None = None) -> Catalog:
     """Load the shipped catalog, or ops' own file. Any error is a `CatalogError`, nothing half-loaded."""
-    try:
-        if path is None:
-            text = resources.files("policy").joinpath("catalog.toml").read_text(encoding="utf-8")
-            source = "policy/catalog.toml"
-        else:
-            text = Path(path).read_text(encoding="utf-8")
-            source = str(path)
-        raw = tomllib.loads(text)
-    except OSError as exc:
-        raise CatalogError(f"cannot read catalog {path}: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise CatalogError(f"catalog {path} is not UTF-8: {exc.reason} at byte {exc.start}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise CatalogError(f"catalog {source} is not valid TOML: {exc}") from None
+    raw, source = read_policy_toml(path, "catalog.toml", "catalog", CatalogError)
     try:
         return parse_catalog(raw)
     except CatalogError as exc:

@@ -13,13 +13,11 @@ Inputs that cannot be true (a change day outside the prepaid period) are a plain
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,6 +27,7 @@ from policy.catalog import DEFAULT_PROFILE, ProductKind
 from policy.money import Money
 from policy.periods import add_months, add_period, parse_period
 from policy.pricing import round_money
+from policy.toml_files import read_policy_toml
 
 # ----------------------------------------------------------------------------- rules as data
 
@@ -164,19 +163,7 @@ def parse_commerce_rules(raw: dict[str, Any]) -> CommerceCatalog:
 
 def load_commerce_rules(path: str | Path | None = None) -> CommerceCatalog:
     """Load the shipped rules, or ops' own file. Any error is a `CommerceRulesError`."""
-    source = "policy/commerce.toml" if path is None else str(path)
-    try:
-        if path is None:
-            text = resources.files("policy").joinpath("commerce.toml").read_text(encoding="utf-8")
-        else:
-            text = Path(path).read_text(encoding="utf-8")
-        raw = tomllib.loads(text)
-    except OSError as exc:
-        raise CommerceRulesError(f"cannot read commerce rules {source}: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise CommerceRulesError(f"commerce rules {source} are not UTF-8: {exc.reason}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise CommerceRulesError(f"commerce rules {source} are not valid TOML: {exc}") from None
+    raw, source = read_policy_toml(path, "commerce.toml", "commerce rules", CommerceRulesError)
     try:
         return parse_commerce_rules(raw)
     except CommerceRulesError as exc:

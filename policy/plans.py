@@ -9,15 +9,14 @@ how a service replays (the same rule as `policy.catalog`).
 from __future__ import annotations
 
 import os
-import tomllib
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from policy.money import Money
+from policy.toml_files import read_policy_toml
 
 
 class PlansError(ValueError):
@@ -144,17 +143,7 @@ def parse_plans(raw: dict[str, Any]) -> PlansCatalog:
 
 def load_plans(path: str | Path | None = None) -> PlansCatalog:
     """The shipped plans, or ops' own file. Any error is a `PlansError`."""
-    source = "policy/plans.toml" if path is None else str(path)
-    try:
-        if path is None:
-            text = resources.files("policy").joinpath("plans.toml").read_text(encoding="utf-8")
-        else:
-            text = Path(path).read_text(encoding="utf-8")
-        raw = tomllib.loads(text)
-    except OSError as exc:
-        raise PlansError(f"cannot read plans {source}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise PlansError(f"plans {source} are not valid TOML: {exc}") from None
+    raw, source = read_policy_toml(path, "plans.toml", "plans", PlansError)
     try:
         return parse_plans(raw)
     except PlansError as exc:

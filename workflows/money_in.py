@@ -21,16 +21,17 @@ Every one of them sits behind a `workflow.patched` marker, so services already r
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
+
+from workflows.subscription_host import SubscriptionHost
 
 with workflow.unsafe.imports_passed_through():
     from activities.billing import PaymentReceived
@@ -40,7 +41,7 @@ with workflow.unsafe.imports_passed_through():
         ExchangeRateActivities,
         RateForInvoiceInput,
     )
-    from activities.mailer import NoticeFacts, NoticeKind
+    from activities.mailer import NoticeKind
     from policy.catalog import ProductKind
     from policy.commerce import convert_invoice
     from policy.domains import RenewalPath, max_renewal_years, renewal_path_on
@@ -50,9 +51,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.models import (
         GONE,
         CommandResult,
-        PaymentOutcome,
         ServiceState,
-        SubscriptionState,
     )
     from workflows.money_models import (
         CARD_KEY_MEMORY,
@@ -103,39 +102,8 @@ class InvoiceMoney(BaseModel):
         }
 
 
-class MoneyInMixin:
+class MoneyInMixin(SubscriptionHost):
     """Stored-card charging, prepaid renewal and currency conversion for `SubscriptionWorkflow`."""
-
-    if TYPE_CHECKING:
-        state: SubscriptionState
-        lock: asyncio.Lock
-
-        def _key(self, *parts: object) -> str: ...
-        def _record(self, kind: str, data: dict[str, Any], at: datetime | None = None) -> None: ...
-        def _refresh(self) -> None: ...
-        def _wake(self) -> None: ...
-        def _today(self) -> Any: ...
-        def _renewal_period(self) -> str: ...
-        def _renewal_amount(self) -> Decimal: ...
-        def _shown_state(self) -> ServiceState: ...
-        def _invoice_facts(
-            self, invoice: InvoiceRecord | None, days_before: int | None = None
-        ) -> NoticeFacts: ...
-        def _action_failed(self, action: str, exc: ActivityError, at: datetime) -> None: ...
-        async def _notify(self, kind: NoticeKind, key: str, at: datetime, facts: NoticeFacts) -> None: ...
-        async def _decide_and_apply(self, payment: PaymentReceived) -> PaymentOutcome: ...
-        async def _cancel_open_invoices(
-            self, reason: str, at: datetime, purpose: InvoicePurpose | None = None
-        ) -> None: ...
-        async def _renew(
-            self,
-            period: str,
-            at: datetime,
-            key: str,
-            invoice: InvoiceRecord | None = None,
-            reason: str = "renewed by payment",
-            amount: Decimal | None = None,
-        ) -> None: ...
 
     # ---------------------------------------------------------------- stored card
 

@@ -22,17 +22,19 @@ import asyncio
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
+from workflows.subscription_host import SubscriptionHost
+
 with workflow.unsafe.imports_passed_through():
     from activities.accounts import AccountActivities, CreditAccountInput
     from activities.billing import BillingActivities, RefundCustomerInput
     from activities.hypervisor import HypervisorActivities, VmActionInput, node_task_queue
-    from activities.mailer import NoticeFacts, NoticeKind
+    from activities.mailer import NoticeKind
     from activities.platform import PlatformActionInput, PlatformActivities
     from policy.catalog import ProductKind
     from policy.commerce import (
@@ -62,7 +64,7 @@ with workflow.unsafe.imports_passed_through():
         RefundOnRequest,
         ServiceChanges,
     )
-    from workflows.models import GONE, CommandResult, ServiceState, SubscriptionState
+    from workflows.models import GONE, CommandResult, ServiceState
 
 COMMERCE_PURPOSES = frozenset({InvoicePurpose.UPGRADE, InvoicePurpose.PLAN_CHANGE_FEE})
 """Invoices whose payment this mixin handles (they renew nothing)."""
@@ -105,38 +107,8 @@ def _payable(invoice: InvoiceRecord, price_currency: str) -> str:
     return f"{invoice.amount} {currency} ({invoice.price_amount} {price_currency})"
 
 
-class CommerceMixin:
+class CommerceMixin(SubscriptionHost):
     """Handlers and hooks for SPEC §6 plan changes, refunds and provider deletion."""
-
-    if TYPE_CHECKING:
-        state: SubscriptionState
-        lock: asyncio.Lock
-        new: bool
-
-        def _today(self) -> date: ...
-        def _record(self, kind: str, data: dict[str, Any], at: datetime | None = None) -> None: ...
-        def _refresh(self) -> None: ...
-        def _wake(self) -> None: ...
-        def _key(self, *parts: object) -> str: ...
-        def _shown_state(self) -> ServiceState: ...
-        def _open_invoice(self, purpose: InvoicePurpose | None = None) -> InvoiceRecord | None: ...
-        def _base_facts(self) -> NoticeFacts: ...
-        def _renewal_amount(self) -> Decimal: ...
-        def _invoice_currency_of(self, variable_symbol: str) -> str: ...
-        def _action_failed(self, action: str, exc: ActivityError, at: datetime) -> None: ...
-        def _refuse_if_gone(self) -> None: ...
-        async def _credit_amount(self, amount: Decimal, at: datetime) -> tuple[Decimal, str | None]: ...
-        async def _issue_invoice(
-            self,
-            purpose: InvoicePurpose,
-            amount: Decimal,
-            due_on: date,
-            at: datetime,
-            period: str | None = None,
-        ) -> InvoiceRecord: ...
-        async def _cancel_invoice(self, invoice: InvoiceRecord, reason: str, at: datetime) -> None: ...
-        async def _notify(self, kind: NoticeKind, key: str, at: datetime, facts: NoticeFacts) -> None: ...
-        async def _delete(self, at: datetime, key: str, reason: str, restorable: bool = True) -> None: ...
 
     # ---------------------------------------------------------------- hooks SubscriptionWorkflow calls
 
@@ -686,18 +658,19 @@ class CommerceMixin:
         state = self.state
         assert quote.pay_by is not None
         key = self._key("refund", state.changes.activated_on or "", state.expires_on)
+        amount, currency = self._refund_money(quote.amount)
         refund = await workflow.execute_activity_method(
             BillingActivities.refund_customer,
             RefundCustomerInput(
                 idempotency_key=key,
                 service_id=state.spec.service_id,
                 customer_id=state.spec.customer.id,
-                amount=quote.amount,
-                currency=state.terms.currency,
+                amount=amount,
+                currency=currency,
                 reason=f"{request.reason}: {quote.reason}",
                 pay_by=quote.pay_by,
             ),
-            summary=f"refund {quote.amount} {state.terms.currency} to customer {state.spec.customer.id}",
+            summary=f"refund {amount} {currency} to customer {state.spec.customer.id}",
             **ACTIVITY_OPTIONS,
         )
         state.changes.refund = quote
@@ -708,6 +681,7 @@ class CommerceMixin:
             {
                 "refund_id": refund.refund_id,
                 "amount": str(quote.amount),
+                **({"paid_out": f"{amount} {currency}"} if currency != state.terms.currency else {}),
                 "full": quote.full_refund,
                 "months": quote.months_refunded,
                 "gross": str(round_money(quote.gross)),
@@ -730,7 +704,8 @@ class CommerceMixin:
             at,
             self._base_facts().model_copy(
                 update={
-                    "amount": quote.amount,
+                    "amount": amount,
+                    "currency": currency,
                     "due_on": quote.pay_by,
                     "reason": quote.reason,
                     "payment_id": refund.refund_id,
@@ -740,10 +715,35 @@ class CommerceMixin:
         await self._delete(
             at, f"refund:{refund.refund_id}", "refunded at the customer's request", restorable=False
         )
+        paid_out = f" ({amount} {currency}, at the rate the customer paid)" if currency != state.terms.currency else ""
         return CommandResult(
-            message=f"{self._describe_refund(quote)}; refund {refund.refund_id}; the service is deleted",
+            message=f"{self._describe_refund(quote)}{paid_out}; refund {refund.refund_id}; the service is deleted",
             amount=quote.amount,
         )
+
+    def _refund_money(self, amount: Decimal) -> tuple[Decimal, str]:
+        """A refund in the currency the customer paid the period in, at that invoice's own rate.
+
+        Hostico's invoices are in RON while prices are in CZK: the period's paid renewal invoice
+        records the rate it was converted at, so a full refund returns exactly what was paid.
+        """
+        state = self.state
+        paid = next(
+            (
+                i
+                for i in reversed(state.invoices)
+                if i.status is InvoiceState.PAID and i.purpose is InvoicePurpose.RENEWAL
+            ),
+            None,
+        )
+        if (
+            paid is None
+            or paid.currency in (None, state.terms.currency)
+            or paid.exchange_rate is None
+            or not workflow.patched("refund-in-paid-currency")
+        ):
+            return amount, state.terms.currency
+        return round_money(amount * paid.exchange_rate), paid.currency
 
     # ---------------------------------------------------------------- provider-initiated deletion
 

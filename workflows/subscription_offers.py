@@ -17,7 +17,6 @@ The profile's commerce rules are resolved once by a local activity and kept in t
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -26,8 +25,10 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
+from workflows.subscription_host import SubscriptionHost
+
 with workflow.unsafe.imports_passed_through():
-    from activities.mailer import NoticeFacts, NoticeKind
+    from activities.mailer import NoticeKind
     from activities.offers import (
         OfferActivities,
         RedeemCouponInput,
@@ -61,9 +62,8 @@ with workflow.unsafe.imports_passed_through():
     )
 
 if TYPE_CHECKING:
-    from datetime import date
 
-    from workflows.models import SubscriptionState
+    pass
 
 COUPON_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=30),
@@ -75,34 +75,8 @@ COUPON_OPTIONS: dict[str, Any] = {
 }
 
 
-class OffersMixin:
+class OffersMixin(SubscriptionHost):
     """Handlers of SPEC §6's coupons, price changes and usage notices for `SubscriptionWorkflow`."""
-
-    if TYPE_CHECKING:
-        state: SubscriptionState
-        lock: asyncio.Lock
-
-        def _record(self, kind: str, data: dict[str, Any], at: datetime | None = None) -> None: ...
-        async def _notify(self, kind: NoticeKind, key: str, at: datetime, facts: NoticeFacts) -> None: ...
-        async def _issue_invoice(
-            self,
-            purpose: InvoicePurpose,
-            amount: Decimal,
-            due_on: date,
-            at: datetime,
-            period: str | None = None,
-        ) -> InvoiceRecord: ...
-        async def _cancel_invoice(self, invoice: InvoiceRecord, reason: str, at: datetime) -> None: ...
-        def _open_invoice(self, purpose: InvoicePurpose | None = None) -> InvoiceRecord | None: ...
-        def _refresh(self) -> None: ...
-        def _wake(self) -> None: ...
-        def _today(self) -> date: ...
-        def _refuse_if_gone(self) -> None: ...
-        def _renewal_period(self) -> str: ...
-        def _renewal_amount(self) -> Decimal: ...
-        def _note_state(self, reason: str, at: datetime | None = None) -> None: ...
-        async def _sync_power(self, at: datetime, key: str) -> None: ...
-        def _base_facts(self) -> NoticeFacts: ...
 
     # ---------------------------------------------------------------- shared
 

@@ -21,15 +21,15 @@ new handlers, so running services replay as before.
 
 from __future__ import annotations
 
-import asyncio
 import re
-from datetime import date, datetime, timedelta
-from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
+
+from workflows.subscription_host import SubscriptionHost
 
 with workflow.unsafe.imports_passed_through():
     from activities.hypervisor import (
@@ -51,7 +51,6 @@ with workflow.unsafe.imports_passed_through():
         RestoreRequest,
         RestoreTarget,
         ServiceState,
-        SubscriptionState,
     )
 
 COPY_OPTIONS: dict[str, Any] = {
@@ -71,32 +70,8 @@ DOMAIN_NAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+
 RESTORABLE_TARGET_STATES = frozenset({ServiceState.ACTIVE})
 
 
-class VpsRestoreMixin:
+class VpsRestoreMixin(SubscriptionHost):
     """Provider backup, restore onto a new VPS and mail restore; see the module docstring."""
-
-    state: SubscriptionState
-    lock: asyncio.Lock
-
-    if TYPE_CHECKING:  # provided by SubscriptionWorkflow
-
-        def _key(self, *parts: object) -> str: ...
-        def _today(self) -> date: ...
-        def _record(self, kind: str, data: dict[str, Any], at: datetime | None = None) -> None: ...
-        def _refresh(self) -> None: ...
-        def _wake(self) -> None: ...
-        def _restore_fee(self) -> Decimal: ...
-        def _action_failed(self, action: str, exc: ActivityError, at: datetime) -> None: ...
-        def _open_invoice(self, purpose: InvoicePurpose | None = None) -> InvoiceRecord | None: ...
-        async def _issue_invoice(
-            self,
-            purpose: InvoicePurpose,
-            amount: Decimal,
-            due_on: date,
-            at: datetime,
-            period: str | None = None,
-        ) -> InvoiceRecord: ...
-        async def _notify(self, kind: NoticeKind, key: str, at: datetime, facts: Any) -> None: ...
-        def _base_facts(self) -> Any: ...
 
     # ---------------------------------------------------------------- provider backup
 

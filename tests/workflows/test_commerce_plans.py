@@ -424,6 +424,23 @@ async def test_billing_details_changed_reissues_a_waiting_upgrade_and_the_new_vs
         assert (await commerce(handle)).plan == "hosting-standard"
 
 
+async def test_a_refund_of_a_period_paid_in_ron_is_paid_out_in_ron_at_the_rate_paid(
+    env: WorkflowEnvironment,
+) -> None:
+    """A new Hostico order paid by its RON invoice, refunded in full: exactly the RON paid returns."""
+    async with lab(env) as l, service(l, **hostico("hosting-start", "1200.00", 0, new_order=True)) as handle:
+        first = await first_invoice(l, handle)
+        assert (first.currency, first.amount, czk(first)) == ("RON", ron("1200.00"), Decimal("1200.00"))
+        assert (await pay(handle, first)).result == "applied"
+        result = await handle.execute_update(SubscriptionWorkflow.request_refund, refund_request("hostico"))
+        assert result.amount == Decimal("1200.00")  # the rule's figure, in the price currency
+        assert f"({first.amount} RON, at the rate the customer paid)" in result.message
+        [refund] = l.billing.customer_refunds()
+        assert (refund.amount, refund.currency) == (first.amount, "RON")
+        [line] = entries(await l.journal(handle), "refund")
+        assert (line.data["amount"], line.data["paid_out"]) == ("1200.00", f"{first.amount} RON")
+
+
 async def test_a_later_refund_pays_the_whole_months_left_minus_unpaid_proformas(
     env: WorkflowEnvironment,
 ) -> None:
