@@ -16,6 +16,8 @@ own memory of idempotency keys keeps money from moving twice.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
@@ -84,19 +86,23 @@ class AccountActivities:
         self.client = client
         self.task_queue = task_queue
 
+    def _open_account(
+        self, customer_id: str, currency: str, limits: CreditLimits
+    ) -> WithStartWorkflowOperation[Any, Any]:
+        """The customer's account workflow, started if this is its first movement."""
+        return WithStartWorkflowOperation(
+            CustomerAccountWorkflow.run,
+            CustomerAccountInput(customer_id=customer_id, currency=currency, limits=limits),
+            id=account_workflow_id(customer_id),
+            task_queue=self.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            static_summary=f"credit account of customer {customer_id}",
+        )
+
     @activity.defn
     async def debit_credit(self, request: DebitCreditInput) -> DebitCreditResult:
         workflow_id = account_workflow_id(request.customer_id)
-        start = WithStartWorkflowOperation(
-            CustomerAccountWorkflow.run,
-            CustomerAccountInput(
-                customer_id=request.customer_id, currency=request.currency, limits=request.limits
-            ),
-            id=workflow_id,
-            task_queue=self.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            static_summary=f"credit account of customer {request.customer_id}",
-        )
+        start = self._open_account(request.customer_id, request.currency, request.limits)
         debit = DebitRequest(
             idempotency_key=request.idempotency_key,
             amount=request.amount,
@@ -129,16 +135,7 @@ class AccountActivities:
     async def credit_account(self, request: CreditAccountInput) -> CreditAccountResult:
         """Credit the account (opening it if needed); a refusal (balance limit) is not retried."""
         workflow_id = account_workflow_id(request.customer_id)
-        start = WithStartWorkflowOperation(
-            CustomerAccountWorkflow.run,
-            CustomerAccountInput(
-                customer_id=request.customer_id, currency=request.currency, limits=request.limits
-            ),
-            id=workflow_id,
-            task_queue=self.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            static_summary=f"credit account of customer {request.customer_id}",
-        )
+        start = self._open_account(request.customer_id, request.currency, request.limits)
         refund = RefundRequest(
             idempotency_key=request.idempotency_key,
             amount=request.amount,

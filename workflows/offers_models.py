@@ -12,10 +12,10 @@ import re
 from datetime import date, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from policy.catalog import ProductKind
-from policy.commerce import CommerceRules, Coupon, CouponDecision, CouponPurpose, UsageRule
+from policy.commerce import CommerceRules, Coupon, CouponDecision, CouponPurpose, UsageReported, UsageRule
 from policy.money import Money
 
 COUPON_CODE = re.compile(r"^[A-Z0-9][A-Z0-9_-]{0,39}$")
@@ -129,17 +129,8 @@ UsageDelivery = Literal["delivered", "unknown service", "ended"]
 """What became of one measurement sent to a service: it got it, there is no such service, or it ended."""
 
 
-class UsageReport(BaseModel):
-    """A monitoring measurement of one VPS (the `usage_report` signal)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    measured_at: datetime
-    managed: bool
-    shared_resources: bool
-    disk_bytes: int | None = Field(default=None, ge=0)
-    free_disk_bytes: int | None = Field(default=None, ge=0)
-    cpu_full_minutes: int | None = Field(default=None, ge=0)
+UsageReport = UsageReported
+"""A monitoring measurement of one VPS (the `usage_report` signal): the policy's own model."""
 
 
 # ----------------------------------------------------------------------------- subscription state

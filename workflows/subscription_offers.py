@@ -38,7 +38,6 @@ with workflow.unsafe.imports_passed_through():
     from policy.commerce import (
         CommerceRules,
         CouponPurpose,
-        UsageReported,
         UsageStep,
         next_usage_step,
         price_change_effective,
@@ -397,7 +396,7 @@ class OffersMixin(SubscriptionHost):
             self._record("usage_ignored", {**measured, "reason": "older than the last measurement"}, at)
             return
         offers.usage_last_measured_at = report.measured_at
-        breaches = usage_breaches(UsageReported.model_validate(report.model_dump()), rules)
+        breaches = usage_breaches(report, rules)
         if not breaches:
             if offers.usage_notices or offers.usage_breaches:
                 self._record("usage_resolved", {**measured, "notices": offers.usage_notices}, at)
