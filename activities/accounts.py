@@ -16,13 +16,14 @@ own memory of idempotency keys keeps money from moving twice.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
+from temporalio.workflow import UpdateMethodMultiParam
 
 from policy.money import Money
 from workflows import TASK_QUEUE
@@ -31,6 +32,7 @@ from workflows.account_models import (
     CreditLimits,
     CustomerAccountInput,
     DebitRequest,
+    MovementResult,
     RefundRequest,
     account_workflow_id,
 )
@@ -79,6 +81,23 @@ class CreditAccountResult(BaseModel):
     repeated: bool = False
 
 
+MovementRequest = TypeVar("MovementRequest", DebitRequest, RefundRequest)
+
+
+def open_account_operation(
+    account: CustomerAccountInput, task_queue: str = TASK_QUEUE
+) -> WithStartWorkflowOperation[CustomerAccountWorkflow, Any]:
+    """Start the customer's account workflow with an update unless it runs already (update-with-start)."""
+    return WithStartWorkflowOperation(
+        CustomerAccountWorkflow.run,
+        account,
+        id=account_workflow_id(account.customer_id),
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        static_summary=f"credit account of customer {account.customer_id}",
+    )
+
+
 class AccountActivities:
     """Talks to the account workflows through a client; `task_queue` is where accounts run."""
 
@@ -86,23 +105,31 @@ class AccountActivities:
         self.client = client
         self.task_queue = task_queue
 
-    def _open_account(
-        self, customer_id: str, currency: str, limits: CreditLimits
-    ) -> WithStartWorkflowOperation[Any, Any]:
-        """The customer's account workflow, started if this is its first movement."""
-        return WithStartWorkflowOperation(
-            CustomerAccountWorkflow.run,
-            CustomerAccountInput(customer_id=customer_id, currency=currency, limits=limits),
-            id=account_workflow_id(customer_id),
-            task_queue=self.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            static_summary=f"credit account of customer {customer_id}",
+    async def _move(
+        self,
+        update: UpdateMethodMultiParam[[CustomerAccountWorkflow, MovementRequest], MovementResult],
+        movement: MovementRequest,
+        request: DebitCreditInput | CreditAccountInput,
+        what: str,
+    ) -> MovementResult:
+        """One movement on the customer's account, opening it first if needed; a refusal is final."""
+        account = CustomerAccountInput(
+            customer_id=request.customer_id, currency=request.currency, limits=request.limits
         )
+        try:
+            return await self.client.execute_update_with_start_workflow(
+                update, movement, start_workflow_operation=open_account_operation(account, self.task_queue)
+            )
+        except WorkflowUpdateFailedError as exc:
+            reason = str(getattr(exc.cause, "message", exc.cause))
+            raise ApplicationError(
+                f"account {account_workflow_id(request.customer_id)} refused the {what}: {reason}",
+                type="CreditRefused",
+                non_retryable=True,
+            ) from exc
 
     @activity.defn
     async def debit_credit(self, request: DebitCreditInput) -> DebitCreditResult:
-        workflow_id = account_workflow_id(request.customer_id)
-        start = self._open_account(request.customer_id, request.currency, request.limits)
         debit = DebitRequest(
             idempotency_key=request.idempotency_key,
             amount=request.amount,
@@ -110,15 +137,7 @@ class AccountActivities:
             service_id=request.service_id,
             reason=request.reason,
         )
-        try:
-            result = await self.client.execute_update_with_start_workflow(
-                CustomerAccountWorkflow.debit, debit, start_workflow_operation=start
-            )
-        except WorkflowUpdateFailedError as exc:
-            reason = str(getattr(exc.cause, "message", exc.cause))
-            raise ApplicationError(
-                f"account {workflow_id} refused the debit: {reason}", type="CreditRefused", non_retryable=True
-            ) from exc
+        result = await self._move(CustomerAccountWorkflow.debit, debit, request, "debit")
         activity.logger.info(
             "credit debit answered",
             extra={"customer_id": request.customer_id, "ok": result.ok, "missing": str(result.missing)},
@@ -134,8 +153,6 @@ class AccountActivities:
     @activity.defn
     async def credit_account(self, request: CreditAccountInput) -> CreditAccountResult:
         """Credit the account (opening it if needed); a refusal (balance limit) is not retried."""
-        workflow_id = account_workflow_id(request.customer_id)
-        start = self._open_account(request.customer_id, request.currency, request.limits)
         refund = RefundRequest(
             idempotency_key=request.idempotency_key,
             amount=request.amount,
@@ -143,17 +160,7 @@ class AccountActivities:
             service_id=request.service_id,
             reason=request.reason,
         )
-        try:
-            result = await self.client.execute_update_with_start_workflow(
-                CustomerAccountWorkflow.refund, refund, start_workflow_operation=start
-            )
-        except WorkflowUpdateFailedError as exc:
-            reason = str(getattr(exc.cause, "message", exc.cause))
-            raise ApplicationError(
-                f"account {workflow_id} refused the credit: {reason}",
-                type="CreditRefused",
-                non_retryable=True,
-            ) from exc
+        result = await self._move(CustomerAccountWorkflow.refund, refund, request, "credit")
         activity.logger.info(
             "credit added", extra={"customer_id": request.customer_id, "amount": str(request.amount)}
         )

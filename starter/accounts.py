@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from temporalio.client import Client, WithStartWorkflowOperation
-from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.client import Client
 
+from activities.accounts import open_account_operation
 from policy.catalog import Terms
 from workflows import TASK_QUEUE
 from workflows.account_models import (
@@ -39,14 +39,7 @@ async def top_up(
     reason: str = "top-up",
 ) -> MovementResult:
     """Add credit, opening the account first if the customer has none (update-with-start)."""
-    start = WithStartWorkflowOperation(
-        CustomerAccountWorkflow.run,
-        account_input(customer_id, terms),
-        id=account_workflow_id(customer_id),
-        task_queue=task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        static_summary=f"credit account of customer {customer_id}",
-    )
+    start = open_account_operation(account_input(customer_id, terms), task_queue)
     request = TopUpRequest(
         idempotency_key=idempotency_key, amount=amount, currency=terms.credit_currency, reason=reason
     )
