@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from policy.money import Money
 from policy.periods import parse_period
-from policy.toml_files import read_policy_toml
+from policy.toml_files import load_policy_toml
 
 DEFAULT_PROFILE = "default"
 
@@ -255,11 +255,7 @@ def _describe(where: str, exc: ValidationError) -> str:
 
 def load_catalog(path: str | Path | None = None) -> Catalog:
     """Load the shipped catalog, or ops' own file. Any error is a `CatalogError`, nothing half-loaded."""
-    raw, source = read_policy_toml(path, "catalog.toml", "catalog", CatalogError)
-    try:
-        return parse_catalog(raw)
-    except CatalogError as exc:
-        raise CatalogError(f"{source}: {exc}") from None
+    return load_policy_toml(path, "catalog.toml", "catalog", CatalogError, parse_catalog)
 
 
 @cache

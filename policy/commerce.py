@@ -27,7 +27,7 @@ from policy.catalog import DEFAULT_PROFILE, ProductKind
 from policy.money import Money
 from policy.periods import add_months, add_period, parse_period
 from policy.pricing import round_money
-from policy.toml_files import read_policy_toml
+from policy.toml_files import load_policy_toml
 
 # ----------------------------------------------------------------------------- rules as data
 
@@ -163,11 +163,7 @@ def parse_commerce_rules(raw: dict[str, Any]) -> CommerceCatalog:
 
 def load_commerce_rules(path: str | Path | None = None) -> CommerceCatalog:
     """Load the shipped rules, or ops' own file. Any error is a `CommerceRulesError`."""
-    raw, source = read_policy_toml(path, "commerce.toml", "commerce rules", CommerceRulesError)
-    try:
-        return parse_commerce_rules(raw)
-    except CommerceRulesError as exc:
-        raise CommerceRulesError(f"{source}: {exc}") from None
+    return load_policy_toml(path, "commerce.toml", "commerce rules", CommerceRulesError, parse_commerce_rules)
 
 
 @cache

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from policy.money import Money
-from policy.toml_files import read_policy_toml
+from policy.toml_files import load_policy_toml
 
 
 class PlansError(ValueError):
@@ -143,11 +143,7 @@ def parse_plans(raw: dict[str, Any]) -> PlansCatalog:
 
 def load_plans(path: str | Path | None = None) -> PlansCatalog:
     """The shipped plans, or ops' own file. Any error is a `PlansError`."""
-    raw, source = read_policy_toml(path, "plans.toml", "plans", PlansError)
-    try:
-        return parse_plans(raw)
-    except PlansError as exc:
-        raise PlansError(f"{source}: {exc}") from None
+    return load_policy_toml(path, "plans.toml", "plans", PlansError, parse_plans)
 
 
 @cache

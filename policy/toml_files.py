@@ -8,9 +8,12 @@ refused at start with a message that says which file and why, never a traceback.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def read_policy_toml(
@@ -35,3 +38,18 @@ def read_policy_toml(
         raise error(f"{what} {source} {verb} not UTF-8: {exc.reason} at byte {exc.start}") from None
     except tomllib.TOMLDecodeError as exc:
         raise error(f"{what} {source} {verb} not valid TOML: {exc}") from None
+
+
+def load_policy_toml(
+    path: str | Path | None,
+    shipped: str,
+    what: str,
+    error: type[Exception],
+    parse: Callable[[dict[str, Any]], T],
+) -> T:
+    """Read the file (see `read_policy_toml`) and parse it; a parse error is prefixed with the file."""
+    raw, source = read_policy_toml(path, shipped, what, error)
+    try:
+        return parse(raw)
+    except error as exc:
+        raise error(f"{source}: {exc}") from None
