@@ -197,6 +197,14 @@ class VpsStorageActivities:
         self.billing = billing
         self.images = images
 
+    def _charge(self, key: str, customer_id: str, amount: Decimal, description: str) -> tuple[bool, Decimal]:
+        """Debit storage from the customer's credit once per key; too little credit is final, not retried."""
+        assert self.billing is not None, "storage is charged on the lifecycle worker"
+        try:
+            return self.billing.charge(key, customer_id, amount, description)
+        except InsufficientCredit as exc:
+            raise ApplicationError(str(exc), type="InsufficientCredit", non_retryable=True) from exc
+
     @activity.defn
     def charge_iso_storage(self, request: ChargeIsoStorageInput) -> ChargeIsoStorageResult:
         assert self.billing is not None, "charge_iso_storage runs on the lifecycle worker"
@@ -204,12 +212,7 @@ class VpsStorageActivities:
             f"ISO image {request.image_id} storage {request.size_gib} GiB, "
             f"{request.period_start}..{request.period_end}"
         )
-        try:
-            charged, balance = self.billing.charge(
-                request.idempotency_key, request.customer_id, request.amount, description
-            )
-        except InsufficientCredit as exc:
-            raise ApplicationError(str(exc), type="InsufficientCredit", non_retryable=True) from exc
+        charged, balance = self._charge(request.idempotency_key, request.customer_id, request.amount, description)
         activity.logger.info(
             "iso storage charged", extra={"image": request.image_id, "amount": str(request.amount)}
         )
@@ -234,12 +237,7 @@ class VpsStorageActivities:
         description = (
             f"VPS {request.service_id} backup storage {request.month:%Y-%m}: {gib_days:.3f} GiB-days"
         )
-        try:
-            charged, balance = self.billing.charge(
-                request.idempotency_key, request.customer_id, request.amount, description
-            )
-        except InsufficientCredit as exc:
-            raise ApplicationError(str(exc), type="InsufficientCredit", non_retryable=True) from exc
+        charged, balance = self._charge(request.idempotency_key, request.customer_id, request.amount, description)
         activity.logger.info(
             "backup storage charged", extra={"service": request.service_id, "amount": str(request.amount)}
         )
