@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import math
 import os
@@ -95,6 +96,44 @@ def cpu_seconds(pid: int | str = "self") -> float:
         return 0.0
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+class GcPauses:
+    """The garbage collector's pauses while it is watching (`gc.callbacks`), per generation.
+
+    A full (generation 2) collection walks every live object in the process, and a worker with
+    a thousand cached workflow sandboxes holds millions of them; its pause stops the event loop
+    and every workflow task on it. The tail of a latency measurement should be read beside this.
+    """
+
+    def __init__(self) -> None:
+        self.pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        self._started: float | None = None
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self._started is not None:
+            self.pauses[info["generation"]].append(time.perf_counter() - self._started)
+            self._started = None
+
+    def __enter__(self) -> GcPauses:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Per generation: how many collections, their total and their longest pause in ms."""
+        return {
+            f"generation_{generation}": {
+                "collections": len(pauses),
+                "total_ms": round(1000 * sum(pauses), 1),
+                "max_ms": round(1000 * max(pauses, default=0.0), 1),
+            }
+            for generation, pauses in self.pauses.items()
+        }
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import concurrent.futures
 import contextlib
+import gc
 import json
 import socket
 import time
@@ -37,6 +38,7 @@ from activities.platform import RecordingPlatform
 from activities.registrar import RecordingRegistrar
 from bench.baseline import POWERED_ON, PaymentFloorWorkflow, power_on_floor
 from bench.common import (
+    GcPauses,
     cpu_seconds,
     dev_server,
     gather_limited,
@@ -51,7 +53,7 @@ from policy.clock import Clock
 from starter.ingress import IngressSettings, create_app, sign_webhook
 from starter.payment_router import TemporalPaymentRouter
 from starter.services import start_service
-from worker import Adapters, build_workers
+from worker import Adapters, build_workers, tune_garbage_collector
 from workflows.models import Customer, ServiceSpec
 
 SECRET = "bench-webhook-secret-0123456789abcdef"
@@ -203,9 +205,10 @@ async def floor_phase(
         counts0 = (server.metrics.workflow_tasks, server.metrics.activities)
         cpu0 = (cpu_seconds(), cpu_seconds(server.pid))
         t0 = time.monotonic() + 0.5
-        await asyncio.gather(*(pay(k, t0 + k / rate) for k in range(paid)))
-        with contextlib.suppress(TimeoutError):
-            await wait_until(lambda: all(i in POWERED_ON for i in ids), "every floor power-on", 120)
+        with GcPauses() as gc_pauses:
+            await asyncio.gather(*(pay(k, t0 + k / rate) for k in range(paid)))
+            with contextlib.suppress(TimeoutError):
+                await wait_until(lambda: all(i in POWERED_ON for i in ids), "every floor power-on", 120)
         load_s = time.monotonic() - t0
         cpu = (cpu_seconds() - cpu0[0], cpu_seconds(server.pid) - cpu0[1])
         counts = (server.metrics.workflow_tasks - counts0[0], server.metrics.activities - counts0[1])
@@ -226,6 +229,7 @@ async def floor_phase(
             "server_cpu_s": round(cpu[1], 2),
         },
         "per_payment": per_payment(paid, cpu, counts),
+        "gc_pauses_during_load": gc_pauses.summary(),
     }
 
 
@@ -255,8 +259,11 @@ async def run(
     concurrency: int = 32,
     options: dict[str, Any] | None = None,
     floor: bool = True,
+    tuned_gc: bool = True,
 ) -> dict[str, Any]:
     paid = max(1, round(rate * seconds))
+    # As `worker.py` and `make run` do, unless `--gc default` asks for CPython's defaults.
+    gc_threshold = tune_garbage_collector() if tuned_gc else gc.get_threshold()
     options = options if options is not None else worker_options(1000, 5, 5)
     idle = max(0, services - paid)
     async with dev_server() as server, contextlib.AsyncExitStack() as stack:
@@ -358,9 +365,12 @@ async def run(
         counts0 = (server.metrics.workflow_tasks, server.metrics.activities)
         cpu0 = (cpu_seconds(), cpu_seconds(server.pid))
         t0 = time.monotonic() + 0.5
-        await asyncio.gather(*(pay(k, t0 + k / rate) for k in range(paid)))
-        with contextlib.suppress(TimeoutError):  # what never came back on is reported, not fatal
-            await wait_until(lambda: all(s in hypervisor.on_at for s in vps_ids), "every VPS powered on", 120)
+        with GcPauses() as gc_pauses:
+            await asyncio.gather(*(pay(k, t0 + k / rate) for k in range(paid)))
+            with contextlib.suppress(TimeoutError):  # what never came back on is reported, not fatal
+                await wait_until(
+                    lambda: all(s in hypervisor.on_at for s in vps_ids), "every VPS powered on", 120
+                )
         load_s = time.monotonic() - t0
         cpu = (cpu_seconds() - cpu0[0], cpu_seconds(server.pid) - cpu0[1])
         # Every answer is in, so the workflow tasks and activities of each payment are all counted
@@ -381,6 +391,8 @@ async def run(
             "blocked_vps_paid": paid,
             "rate_per_s": rate,
             "seconds_per_day_of_vps_clock": seconds_per_day,
+            "gc_threshold": list(gc_threshold),
+            "gc_tuned": tuned_gc,
         },
         "achieved_rate_per_s": round((paid - 1) / sent_s, 2) if paid > 1 and sent_s > 0 else None,
         "answers": statuses,
@@ -399,6 +411,7 @@ async def run(
         "target_p99_ms": 1000,
         "worker_options": options,
         "per_payment": per_payment(paid, cpu, counts),
+        "gc_pauses_during_load": gc_pauses.summary(),
         "engine_floor": floor_result,
         "idle_services_started_in_s": round(idle_started_s, 1),
         "during_load": {
@@ -433,6 +446,10 @@ async def run(
             (
                 "per payment: workflow tasks / activities",
                 f"{result['per_payment']['workflow_tasks']} / {result['per_payment']['activities']}",
+            ),
+            (
+                "full GC pauses during load: count / max ms",
+                "{collections} / {max_ms}".format(**result["gc_pauses_during_load"]["generation_2"]),
             ),
             *floor_rows(floor_result),
         ],
@@ -469,6 +486,12 @@ def main(argv: list[str] | None = None, quick: bool = False) -> dict[str, Any]:
     parser.add_argument("--workflow-pollers", type=int, default=5, help="concurrent workflow task polls")
     parser.add_argument("--activity-pollers", type=int, default=5, help="concurrent activity task polls")
     parser.add_argument(
+        "--gc",
+        choices=("tuned", "default"),
+        default="tuned",
+        help="the worker's garbage-collector setting (worker.tune_garbage_collector) or CPython's",
+    )
+    parser.add_argument(
         "--no-floor",
         action="store_true",
         help="skip the engine's floor (PaymentFloorWorkflow) after the load",
@@ -483,5 +506,6 @@ def main(argv: list[str] | None = None, quick: bool = False) -> dict[str, Any]:
             args.seconds_per_day,
             options=options,
             floor=not args.no_floor,
+            tuned_gc=args.gc == "tuned",
         )
     )

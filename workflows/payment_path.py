@@ -9,6 +9,17 @@ own patch so that runs already in flight replay the commands they recorded:
   the workflow task that accepted the payment, so the power-on is scheduled by that same task
   instead of one activity round trip and one more workflow task later. The ledger write is
   idempotent (it sets a status) and lives on the lifecycle worker that runs the workflow anyway.
+* `receipt-mail-beside-power-on`: the receipt mail of a renewal is scheduled in the same workflow
+  task as the power-on and runs beside it, instead of after it with the payment's update still
+  waiting. The update (the ingress's HTTP answer) is done once the service is back on; the
+  receipt lands in the journal when the mail server has taken it, and the run waits for it
+  before it ends or continues as new. When both activities finish close together, one workflow
+  task takes both results instead of two.
+* `payment-path-patches-at-run-start`: a run first checks the patches of the payment path, so
+  their markers are recorded in its first workflow task. The SDK records a marker and upserts
+  the `TemporalChangeVersion` search attribute the first time a run checks each patch; without
+  this, the first payment of every run (every payment of a yearly service) carried five markers
+  and five search-attribute upserts on its way to the power-on.
 * `continue-as-new-when-run-is-long`: a renewal continues as new only once the run's history is
   long (`RENEWAL_RUN_EVENTS`) or the run old (`RENEWAL_RUN_AGE`), instead of after every
   renewal. History stays bounded per run and a yearly service still starts a run per renewal,
@@ -18,6 +29,8 @@ own patch so that runs already in flight replay the commands they recorded:
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
 from datetime import timedelta
 from typing import Any
 
@@ -36,6 +49,16 @@ test server imposes 10 years) and pick up new workflow code within months."""
 
 MARK_PAID_PATCH = "mark-paid-local-activity"
 RUN_LENGTH_PATCH = "continue-as-new-when-run-is-long"
+RECEIPT_PATCH = "receipt-mail-beside-power-on"
+UP_FRONT_PATCH = "payment-path-patches-at-run-start"
+PAYMENT_PATH_PATCHES = (
+    "payment-currency-check",
+    MARK_PAID_PATCH,
+    "renewal-anchor-day",
+    RECEIPT_PATCH,
+    RUN_LENGTH_PATCH,
+)
+"""The patches a payment that renews checks (a domain also "domain-expiry-from-registry")."""
 
 LOCAL_BILLING_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=30),
@@ -51,6 +74,27 @@ REMOTE_BILLING_OPTIONS: dict[str, Any] = {
 
 class PaymentPathMixin:
     """Hooks `SubscriptionWorkflow` calls on the payment path; see the module docstring."""
+
+    background: list[asyncio.Task[None]]
+
+    def _check_payment_patches_up_front(self, domain: bool) -> None:
+        """Record the payment path's patch markers now, in the run's first workflow task."""
+        if workflow.patched(UP_FRONT_PATCH):
+            for patch in (*PAYMENT_PATH_PATCHES, *(("domain-expiry-from-registry",) if domain else ())):
+                workflow.patched(patch)
+
+    def _receipt_beside_power_on(self) -> bool:
+        """Whether the receipt mail runs beside the power-on (new runs) or after it (old runs)."""
+        return workflow.patched(RECEIPT_PATCH)
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` beside the caller; the run waits for it before it ends (`_background_done`)."""
+        self.background = [task for task in self.background if not task.done()]
+        self.background.append(asyncio.create_task(work))
+
+    async def _background_done(self) -> None:
+        if self.background:
+            await asyncio.gather(*self.background)
 
     async def _mark_invoice_paid(self, request: MarkInvoicePaidInput, summary: str) -> None:
         """Record the payment in the ledger: a local activity on new runs, a remote one on old ones."""

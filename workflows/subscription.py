@@ -190,11 +190,13 @@ class SubscriptionWorkflow(MoneyInMixin, OffersMixin, CommerceMixin, VpsRestoreM
         self.continue_pending = False
         self.upserted: dict[str, Any] = {}
         self.signals_out: list[asyncio.Task[None]] = []
+        self.background: list[asyncio.Task[None]] = []
 
     # ---------------------------------------------------------------- run
 
     @workflow.run
     async def run(self, start: SubscriptionInput) -> SubscriptionResult:
+        self._check_payment_patches_up_front(domain=self.state.terms.kind is ProductKind.DOMAIN)
         if self.new:
             self._record("state", {"state": self._shown_state().value, "reason": "service started"})
             self.state.shown_state = self._shown_state()
@@ -224,6 +226,7 @@ class SubscriptionWorkflow(MoneyInMixin, OffersMixin, CommerceMixin, VpsRestoreM
         await workflow.wait_condition(self._commerce_idle)
         if self.signals_out:
             await asyncio.gather(*self.signals_out)
+        await self._background_done()
         if not self._finished() or self.continue_pending:
             self._continue_as_new()
         return SubscriptionResult(
@@ -732,7 +735,15 @@ class SubscriptionWorkflow(MoneyInMixin, OffersMixin, CommerceMixin, VpsRestoreM
             if invoice.status is InvoiceState.OPEN and (purpose is None or invoice.purpose is purpose):
                 await self._cancel_invoice(invoice, reason, at)
 
-    async def _notify(self, kind: NoticeKind, key: str, at: datetime, facts: NoticeFacts) -> None:
+    async def _notify(
+        self,
+        kind: NoticeKind,
+        key: str,
+        at: datetime,
+        facts: NoticeFacts,
+        journal_after: asyncio.Task[None] | None = None,
+    ) -> None:
+        """Mail a notice; its journal line waits for `journal_after` (a side effect sent beside it)."""
         state = self.state
         customer = state.spec.customer
         try:
@@ -751,6 +762,8 @@ class SubscriptionWorkflow(MoneyInMixin, OffersMixin, CommerceMixin, VpsRestoreM
                 **MAIL_OPTIONS,
             )
         except ActivityError as exc:
+            if journal_after is not None:
+                await journal_after
             state.mail_failures += 1
             state.last_error = f"mail {kind.value} failed: {exc.cause or exc}"
             self._record(
@@ -758,6 +771,8 @@ class SubscriptionWorkflow(MoneyInMixin, OffersMixin, CommerceMixin, VpsRestoreM
             )
             workflow.logger.warning("notice not delivered", extra={"service_id": state.spec.service_id})
             return
+        if journal_after is not None:
+            await journal_after
         self._record("mail", {"template": kind.value, "to": customer.email}, at)
 
     async def _service_action(self, action: str, at: datetime, key: str) -> None:
@@ -1104,19 +1119,28 @@ class SubscriptionWorkflow(MoneyInMixin, OffersMixin, CommerceMixin, VpsRestoreM
         state.renewals += 1
         self._record("renewed", {"expires_on": state.expires_on.isoformat(), "period": period}, at)
         self._set_billing_state(ServiceState.ACTIVE, reason, at)
-        await self._sync_power(at, f"renew:{key}")
         facts = (
             self._invoice_facts(invoice)
             if invoice is not None
             else self._base_facts().model_copy(update={"amount": amount})
-        )
-        await self._notify(
-            NoticeKind.PAYMENT_RECEIVED,
-            key,
-            at,
-            facts.model_copy(update={"expires_on": state.expires_on}),
-        )
+        ).model_copy(update={"expires_on": state.expires_on})
+        if not self._receipt_beside_power_on():
+            await self._sync_power(at, f"renew:{key}")
+            await self._notify(NoticeKind.PAYMENT_RECEIVED, key, at, facts)
+            self.continue_pending = self.continue_pending or self._continue_after_renewal()
+            return
         self.continue_pending = self.continue_pending or self._continue_after_renewal()
+        if self.continue_pending:
+            # The run ends right after: the answer waits for the receipt, so that nobody asking
+            # the service about this payment catches it between two runs.
+            await self._sync_power(at, f"renew:{key}")
+            await self._notify(NoticeKind.PAYMENT_RECEIVED, key, at, facts)
+            return
+        # Both scheduled in this workflow task: the power-on first, then the receipt, whose
+        # journal line still follows the power-on's. The caller waits for the power-on only.
+        power = asyncio.create_task(self._sync_power(at, f"renew:{key}"))
+        self._in_background(self._notify(NoticeKind.PAYMENT_RECEIVED, key, at, facts, journal_after=power))
+        await power
 
     async def _extend_at_registry(self, redemption: bool, period: str, at: datetime) -> date:
         """Extend at the registry only after payment (SPEC §4); a paid redemption restores first."""

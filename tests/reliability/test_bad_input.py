@@ -13,7 +13,6 @@ Hypothesis drives them from a thread (`asyncio.to_thread`) and hands each call b
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterator, Coroutine
 from concurrent.futures import Future
@@ -28,7 +27,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.workflow import _Definition
 
 from starter.temporal_setup import installed_binary, register_search_attributes
-from tests.workflows.harness import Lab, lab
+from tests.workflows.harness import Lab, finish, lab
 from workflows.subscription import SubscriptionWorkflow
 
 T = TypeVar("T")
@@ -233,15 +232,6 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
     ) as environment:
         await register_search_attributes(environment.client)
         yield environment
-
-
-async def finish(handle: Any) -> None:
-    """Terminate only after the task in flight completes (a query waits for it): terminating under a
-    running workflow task leaves the time-skipping server's lock held for the rest of the session."""
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(handle.query(SubscriptionWorkflow.status), 10)
-    with contextlib.suppress(Exception):
-        await handle.terminate(reason="test finished")
 
 
 async def test_an_update_with_a_null_argument_is_refused_not_stuck(env: WorkflowEnvironment) -> None:

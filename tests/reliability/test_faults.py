@@ -55,7 +55,7 @@ from activities.registrar import RecordingRegistrar, RegistrarUnavailable, Renew
 from starter.cli_services import in_progress
 from starter.mailcatcher import MailCatcher
 from tests.reliability.crash_lab import HoldingMailStore
-from tests.workflows.harness import Lab, states
+from tests.workflows.harness import Lab, finish, states
 from worker import Adapters, build_workers
 from workflows import search_attributes as sa
 from workflows.models import JournalEntry, PaymentRequest
@@ -231,11 +231,6 @@ def kinds(journal: list[JournalEntry], kind: str) -> list[dict[str, Any]]:
 async def run_until(l: Lab, handle: Handle, day: date) -> list[JournalEntry]:
     await l.sleep_until(day)
     return await l.journal(handle)
-
-
-async def finish(handle: Handle) -> None:
-    with contextlib.suppress(Exception):
-        await handle.terminate(reason="test finished")
 
 
 # ---------------------------------------------------------------------------------------------

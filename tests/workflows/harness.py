@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
 import uuid
@@ -11,7 +12,7 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from activities.billing import SqliteBilling
@@ -81,6 +82,30 @@ class Lab:
         return [str(m["X-Hostlife-Template"]) for m in self.mailer.sent]
 
 
+async def finish(handle: WorkflowHandle[Any, Any], settle_seconds: float = 10.0) -> None:
+    """Terminate a service a test leaves running, once nothing of it is in flight.
+
+    Terminating a workflow under a running workflow task or activity leaves the time-skipping
+    server's time lock held, and every later `env.sleep` of the session times out. A payment's
+    receipt mail runs beside its answer (workflows/payment_path.py), so a test can end while it is
+    still out: wait (up to `settle_seconds`) for the activities, then for the task (a query waits
+    for it), then terminate.
+    """
+    with contextlib.suppress(Exception):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settle_seconds
+        while loop.time() < deadline:
+            description = await handle.describe()
+            if description.status is not WorkflowExecutionStatus.RUNNING:
+                return
+            if not description.raw_description.pending_activities:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.wait_for(handle.query(SubscriptionWorkflow.status), settle_seconds)
+    with contextlib.suppress(Exception):
+        await handle.terminate(reason="test finished")
+
+
 def states(journal: list[JournalEntry], clock: Clock) -> list[tuple[str, date]]:
     return [(e.data["state"], clock.today(e.at)) for e in journal if e.kind == "state"]
 
@@ -90,14 +115,14 @@ async def lab(env: WorkflowEnvironment, **adapters_given: Any) -> AsyncIterator[
     """`adapters_given` replaces any of the other adapters (e.g. `card_gateway=`, `exchange_rates=`)."""
     node = f"node-{uuid.uuid4().hex[:8]}"
     hypervisor = RecordingHypervisor()
-    adapters = Adapters(
-        billing=SqliteBilling(),
-        mailer=RecordingMailer(),
-        platform=RecordingPlatform(),
-        registrar=RecordingRegistrar(),
-        hypervisors={node: hypervisor},
-        **adapters_given,
-    )
+    defaults: dict[str, Any] = {
+        "billing": SqliteBilling(),
+        "mailer": RecordingMailer(),
+        "platform": RecordingPlatform(),
+        "registrar": RecordingRegistrar(),
+        "hypervisors": {node: hypervisor},
+    }
+    adapters = Adapters(**{**defaults, **adapters_given})
     task_queue = f"tq-{uuid.uuid4()}"
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as executor:
         workers = build_workers(env.client, adapters, task_queue=task_queue, executor=executor)

@@ -14,12 +14,11 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from temporalio.client import WorkflowHandle, WorkflowQueryFailedError
-from temporalio.service import RPCError
+from temporalio.client import WorkflowHandle
 
 from policy.payments import InvoicePurpose, InvoiceRecord
 from policy.pricing import round_money
-from tests.workflows.harness import Lab
+from tests.workflows.harness import Lab, finish
 from workflows.models import JournalEntry, PaymentOutcome, PaymentRequest
 from workflows.subscription import SubscriptionWorkflow
 
@@ -42,11 +41,7 @@ async def service(l: Lab, **spec: Any) -> AsyncIterator[Handle]:
     try:
         yield handle
     finally:
-        with contextlib.suppress(RPCError, WorkflowQueryFailedError):
-            # A query is answered only after the workflow task in flight (e.g. the continue-as-new after
-            # a renewal) completes; terminating under that task leaves the time-skipping lock held.
-            await handle.query(SubscriptionWorkflow.status)
-            await handle.terminate(reason="test finished")
+        await finish(handle)
 
 
 def offsets(

@@ -44,7 +44,11 @@ async def test_dns_hosting_follows_its_domain_through_outzone_payment_and_releas
                 assert (
                     await pay(domain, await open_invoice(l, domain, InvoicePurpose.RENEWAL))
                 ).result == "applied"
-                status = await eventually(lambda: l.status(dns), lambda s: s.state == "active")
+                # Active as soon as the domain says so; switched on when the platform has done it.
+                status = await eventually(
+                    lambda: l.status(dns),
+                    lambda s: s.state == "active" and ("unblock", dns_id) in l.platform.calls,
+                )
                 assert status.state == "active"
                 assert ("unblock", dns_id) in l.platform.calls
                 assert status.expires_on == d.replace(year=d.year + 1), "it takes the domain's new expiry"

@@ -43,6 +43,7 @@ from policy.domains import RegistryState, add_years, registry_state_on
 from policy.payments import InvoicePurpose, InvoiceRecord
 from starter.services import start_service
 from tests.eppserver import Domain, EppServer, Tls
+from tests.workflows.harness import finish
 from worker import Adapters, build_workers
 from workflows import service_workflow_id
 from workflows.models import (
@@ -179,12 +180,7 @@ class EppLab:
         try:
             yield handle
         finally:
-            with contextlib.suppress(RPCError):
-                # A query is answered only after the workflow task in flight (say, the continue-as-new
-                # that follows a renewal) completes. Terminating under that task leaves the test
-                # server's time-skipping lock held, and every later env.sleep of the session times out.
-                await handle.query(SubscriptionWorkflow.status)
-                await handle.terminate(reason="test finished")
+            await finish(handle)
 
     @contextlib.asynccontextmanager
     async def domain(self, name: str, expires_on: date, **spec: Any) -> AsyncIterator[Handle]:

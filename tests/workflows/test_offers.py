@@ -16,7 +16,7 @@ from temporalio.worker import Replayer
 
 from policy.commerce import Coupon, CouponKind
 from starter.services import CouponNotApplied, start_service
-from tests.workflows.harness import Lab, lab
+from tests.workflows.harness import Lab, finish, lab
 from tests.workflows.lifecycle import at_day, czk, entries, eventually, open_invoice, pay, service, unique
 from workflows.coupon import CouponWorkflow
 from workflows.models import Customer, ResolveRequest, ServiceSpec, ServiceState
@@ -123,8 +123,7 @@ async def test_a_coupon_at_start_discounts_the_first_period_only(env: WorkflowEn
             CouponWorkflow.details
         )
         assert coupon.uses == 1 and coupon.redemptions[0].discount == Decimal("239.98")
-        await handle.query(SubscriptionWorkflow.status)
-        await handle.terminate(reason="test finished")
+        await finish(handle)
 
 
 async def test_coupon_apply_reissues_the_open_first_invoice(env: WorkflowEnvironment) -> None:

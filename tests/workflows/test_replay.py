@@ -7,6 +7,7 @@ only when releasing a new workflow version.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime
 from pathlib import Path
@@ -45,10 +46,17 @@ class UnpatchedChange(SubscriptionWorkflow):
     async def run(self, start: SubscriptionInput) -> SubscriptionResult:
         return await super().run(start)
 
-    async def _notify(self, kind: NoticeKind, key: str, at: datetime, facts: NoticeFacts) -> None:
+    async def _notify(
+        self,
+        kind: NoticeKind,
+        key: str,
+        at: datetime,
+        facts: NoticeFacts,
+        journal_after: asyncio.Task[None] | None = None,
+    ) -> None:
         if kind is NoticeKind.INVOICE_ISSUED:
             return
-        await super()._notify(kind, key, at, facts)
+        await super()._notify(kind, key, at, facts, journal_after)
 
 
 @workflow.defn(name="SubscriptionWorkflow", sandboxed=False)
@@ -57,10 +65,17 @@ class PatchedChange(SubscriptionWorkflow):
     async def run(self, start: SubscriptionInput) -> SubscriptionResult:
         return await super().run(start)
 
-    async def _notify(self, kind: NoticeKind, key: str, at: datetime, facts: NoticeFacts) -> None:
+    async def _notify(
+        self,
+        kind: NoticeKind,
+        key: str,
+        at: datetime,
+        facts: NoticeFacts,
+        journal_after: asyncio.Task[None] | None = None,
+    ) -> None:
         if kind is NoticeKind.INVOICE_ISSUED and workflow.patched("no-invoice-mail"):
             return
-        await super()._notify(kind, key, at, facts)
+        await super()._notify(kind, key, at, facts, journal_after)
 
 
 @pytest.mark.parametrize(("variant", "replays"), [(UnpatchedChange, False), (PatchedChange, True)])

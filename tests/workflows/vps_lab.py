@@ -25,7 +25,6 @@ from typing import Any, TypeVar
 
 import pytest
 from temporalio.client import WorkflowHandle
-from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -41,7 +40,7 @@ from activities.vps_storage import (  # noqa: E402
     RecordingStorageBilling,
     VpsStorageActivities,
 )
-from tests.workflows.harness import Lab  # noqa: E402
+from tests.workflows.harness import Lab, finish  # noqa: E402
 from worker import Adapters, build_workers, node_activities  # noqa: E402
 from workflows.iso_images import IsoImageWorkflow  # noqa: E402
 from workflows.subscription import SubscriptionWorkflow  # noqa: E402
@@ -185,8 +184,7 @@ async def vps_service(v: VpsLab, node: Node, vm_name: str = "vps-a", **spec: Any
     try:
         yield handle
     finally:
-        with contextlib.suppress(RPCError):
-            await handle.terminate(reason="test finished")
+        await finish(handle)
 
 
 async def at_day(v: VpsLab, d: date, offset: int, at: time = time(12, 0)) -> date:
