@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import concurrent.futures
 import contextlib
-import gc
 import os
 import signal
 from collections.abc import Sequence
@@ -219,32 +218,6 @@ def workflow_runner() -> WorkflowRunner:
     )
 
 
-YOUNG_GENERATION_THRESHOLD = 50_000
-"""Allocations between two young-generation collections (CPython's default is 700)."""
-
-
-def tune_garbage_collector() -> tuple[int, int, int]:
-    """Make the collector fit a worker with a thousand cached workflow sandboxes; returns the setting.
-
-    Each cached workflow keeps its own sandboxed copy of the workflow modules, so a worker holds
-    millions of objects, and a full collection walks them all while the event loop (every
-    workflow task and activity on it) stands still: `python -m bench payment_latency` saw a
-    0.9 s pause during its load. One workflow task allocates thousands of short-lived objects;
-    with CPython's default of a young collection every 700 allocations, those still alive mid-task
-    are promoted, which is what fills the old generation and brings the full collections on.
-    A young generation of `YOUNG_GENERATION_THRESHOLD` lets them die young. `gc.freeze()` first
-    moves everything imported at start-up out of the collector's sight for good (it is never
-    garbage). `HOSTLIFE_GC_THRESHOLD` overrides the young threshold; `0` leaves CPython's defaults.
-    """
-    young = int(os.environ.get("HOSTLIFE_GC_THRESHOLD", YOUNG_GENERATION_THRESHOLD))
-    if young > 0:
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(young, 10, 10)
-    threshold: tuple[int, int, int] = gc.get_threshold()
-    return threshold
-
-
 def build_workers(
     client: Client,
     adapters: Adapters,
@@ -374,7 +347,6 @@ async def keep_registrar_alive(adapters: Adapters, stack: contextlib.AsyncExitSt
 async def run_worker(settings: Settings, node: str | None = None, libvirt_uri: str | None = None) -> None:
     configure_logging(settings.log_level)
     load_catalog(settings.catalog_path)  # refuse a bad catalog at start, naming the field
-    tune_garbage_collector()
     client = await connect(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

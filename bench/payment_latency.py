@@ -53,7 +53,7 @@ from policy.clock import Clock
 from starter.ingress import IngressSettings, create_app, sign_webhook
 from starter.payment_router import TemporalPaymentRouter
 from starter.services import start_service
-from worker import Adapters, build_workers, tune_garbage_collector
+from worker import Adapters, build_workers
 from workflows.models import Customer, ServiceSpec
 
 SECRET = "bench-webhook-secret-0123456789abcdef"
@@ -259,11 +259,8 @@ async def run(
     concurrency: int = 32,
     options: dict[str, Any] | None = None,
     floor: bool = True,
-    tuned_gc: bool = True,
 ) -> dict[str, Any]:
     paid = max(1, round(rate * seconds))
-    # As `worker.py` and `make run` do, unless `--gc default` asks for CPython's defaults.
-    gc_threshold = tune_garbage_collector() if tuned_gc else gc.get_threshold()
     options = options if options is not None else worker_options(1000, 5, 5)
     idle = max(0, services - paid)
     async with dev_server() as server, contextlib.AsyncExitStack() as stack:
@@ -391,8 +388,7 @@ async def run(
             "blocked_vps_paid": paid,
             "rate_per_s": rate,
             "seconds_per_day_of_vps_clock": seconds_per_day,
-            "gc_threshold": list(gc_threshold),
-            "gc_tuned": tuned_gc,
+            "gc_threshold": list(gc.get_threshold()),
         },
         "achieved_rate_per_s": round((paid - 1) / sent_s, 2) if paid > 1 and sent_s > 0 else None,
         "answers": statuses,
@@ -486,12 +482,6 @@ def main(argv: list[str] | None = None, quick: bool = False) -> dict[str, Any]:
     parser.add_argument("--workflow-pollers", type=int, default=5, help="concurrent workflow task polls")
     parser.add_argument("--activity-pollers", type=int, default=5, help="concurrent activity task polls")
     parser.add_argument(
-        "--gc",
-        choices=("tuned", "default"),
-        default="tuned",
-        help="the worker's garbage-collector setting (worker.tune_garbage_collector) or CPython's",
-    )
-    parser.add_argument(
         "--no-floor",
         action="store_true",
         help="skip the engine's floor (PaymentFloorWorkflow) after the load",
@@ -506,6 +496,5 @@ def main(argv: list[str] | None = None, quick: bool = False) -> dict[str, Any]:
             args.seconds_per_day,
             options=options,
             floor=not args.no_floor,
-            tuned_gc=args.gc == "tuned",
         )
     )

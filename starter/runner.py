@@ -40,7 +40,7 @@ from starter.temporal_setup import (
     installed_binary,
     register_search_attributes,
 )
-from worker import build_workers, keep_registrar_alive, production_adapters, tune_garbage_collector
+from worker import build_workers, keep_registrar_alive, production_adapters
 from workflows.models import Customer, PaymentRequest, ServiceSpec, ServiceState
 from workflows.subscription import SubscriptionWorkflow
 
@@ -189,7 +189,6 @@ async def run_stack(
         adapters.hypervisors["node-1"] = LibvirtHypervisor(demo_node_uri(settings.data_dir))
         assert isinstance(adapters.billing, SqliteBilling)
         ingress_settings = local_ingress_settings(settings, ports.ingress)
-        tune_garbage_collector()
         with concurrent.futures.ThreadPoolExecutor(max_workers=32) as executor:
             workers = build_workers(env.client, adapters, task_queue=settings.task_queue, executor=executor)
             async with contextlib.AsyncExitStack() as stack:
