@@ -15,11 +15,12 @@ own patch so that runs already in flight replay the commands they recorded:
   receipt lands in the journal when the mail server has taken it, and the run waits for it
   before it ends or continues as new. When both activities finish close together, one workflow
   task takes both results instead of two.
-* `payment-path-patches-at-run-start`: a run first checks the patches of the payment path, so
-  their markers are recorded in its first workflow task. The SDK records a marker and upserts
-  the `TemporalChangeVersion` search attribute the first time a run checks each patch; without
-  this, the first payment of every run (every payment of a yearly service) carried five markers
-  and five search-attribute upserts on its way to the power-on.
+* `payment-path-patches-at-invoice`: issuing an invoice first checks the patches of the payment
+  path, so their markers are recorded in that (timer-driven) workflow task. The SDK records a
+  marker and upserts the `TemporalChangeVersion` search attribute the first time a run checks a
+  patch; without this, the first payment of every run (every payment of a yearly service) carried
+  five markers and five search-attribute upserts on its way to the power-on. Not at the run's
+  start: most runs of an idle service see no payment, and every start would pay for them.
 * `continue-as-new-when-run-is-long`: a renewal continues as new only once the run's history is
   long (`RENEWAL_RUN_EVENTS`) or the run old (`RENEWAL_RUN_AGE`), instead of after every
   renewal. History stays bounded per run and a yearly service still starts a run per renewal,
@@ -50,7 +51,7 @@ test server imposes 10 years) and pick up new workflow code within months."""
 MARK_PAID_PATCH = "mark-paid-local-activity"
 RUN_LENGTH_PATCH = "continue-as-new-when-run-is-long"
 RECEIPT_PATCH = "receipt-mail-beside-power-on"
-UP_FRONT_PATCH = "payment-path-patches-at-run-start"
+UP_FRONT_PATCH = "payment-path-patches-at-invoice"
 PAYMENT_PATH_PATCHES = (
     "payment-currency-check",
     MARK_PAID_PATCH,
@@ -77,8 +78,8 @@ class PaymentPathMixin:
 
     background: list[asyncio.Task[None]]
 
-    def _check_payment_patches_up_front(self, domain: bool) -> None:
-        """Record the payment path's patch markers now, in the run's first workflow task."""
+    def _expect_payment(self, domain: bool) -> None:
+        """An invoice goes out: record the payment path's patch markers now, not in the payment's task."""
         if workflow.patched(UP_FRONT_PATCH):
             for patch in (*PAYMENT_PATH_PATCHES, *(("domain-expiry-from-registry",) if domain else ())):
                 workflow.patched(patch)

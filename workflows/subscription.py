@@ -196,7 +196,6 @@ class SubscriptionWorkflow(MoneyInMixin, OffersMixin, CommerceMixin, VpsRestoreM
 
     @workflow.run
     async def run(self, start: SubscriptionInput) -> SubscriptionResult:
-        self._check_payment_patches_up_front(domain=self.state.terms.kind is ProductKind.DOMAIN)
         if self.new:
             self._record("state", {"state": self._shown_state().value, "reason": "service started"})
             self.state.shown_state = self._shown_state()
@@ -647,6 +646,7 @@ class SubscriptionWorkflow(MoneyInMixin, OffersMixin, CommerceMixin, VpsRestoreM
         self, purpose: InvoicePurpose, amount: Decimal, due_on: date, at: datetime, period: str | None = None
     ) -> InvoiceRecord:
         state = self.state
+        self._expect_payment(domain=state.terms.kind is ProductKind.DOMAIN)
         state.invoice_reissues += 1
         period = period or self._renewal_period()
         money = await self._invoice_money(amount, at)
