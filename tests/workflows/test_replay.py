@@ -7,10 +7,9 @@ only when releasing a new workflow version.
 
 from __future__ import annotations
 
-import asyncio
 import json
-from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio import workflow
@@ -18,7 +17,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from activities.mailer import NoticeFacts, NoticeKind
+from activities.mailer import NoticeKind
 from workflows.models import SubscriptionInput, SubscriptionResult
 from workflows.subscription import SubscriptionWorkflow
 
@@ -46,17 +45,10 @@ class UnpatchedChange(SubscriptionWorkflow):
     async def run(self, start: SubscriptionInput) -> SubscriptionResult:
         return await super().run(start)
 
-    async def _notify(
-        self,
-        kind: NoticeKind,
-        key: str,
-        at: datetime,
-        facts: NoticeFacts,
-        journal_after: asyncio.Task[None] | None = None,
-    ) -> None:
+    async def _notify(self, kind: NoticeKind, *rest: Any, **named: Any) -> None:  # type: ignore[override]
         if kind is NoticeKind.INVOICE_ISSUED:
             return
-        await super()._notify(kind, key, at, facts, journal_after)
+        await super()._notify(kind, *rest, **named)
 
 
 @workflow.defn(name="SubscriptionWorkflow", sandboxed=False)
@@ -65,22 +57,17 @@ class PatchedChange(SubscriptionWorkflow):
     async def run(self, start: SubscriptionInput) -> SubscriptionResult:
         return await super().run(start)
 
-    async def _notify(
-        self,
-        kind: NoticeKind,
-        key: str,
-        at: datetime,
-        facts: NoticeFacts,
-        journal_after: asyncio.Task[None] | None = None,
-    ) -> None:
+    async def _notify(self, kind: NoticeKind, *rest: Any, **named: Any) -> None:  # type: ignore[override]
         if kind is NoticeKind.INVOICE_ISSUED and workflow.patched("no-invoice-mail"):
             return
-        await super()._notify(kind, key, at, facts, journal_after)
+        await super()._notify(kind, *rest, **named)
 
 
 @pytest.mark.parametrize(("variant", "replays"), [(UnpatchedChange, False), (PatchedChange, True)])
 async def test_only_a_patched_change_replays(variant: type, replays: bool) -> None:
-    path = next(p for p in HISTORIES if p.name.startswith("hosting-paid-late-while-blocked") and "run1" in p.name)
+    path = next(
+        p for p in HISTORIES if p.name.startswith("hosting-paid-late-while-blocked") and "run1" in p.name
+    )
     history = WorkflowHistory.from_json("replay-change", RECORDED[path.name])
     replayer = Replayer(workflows=[variant], data_converter=pydantic_data_converter)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
