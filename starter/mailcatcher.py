@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import os
 import re
+import signal
 import tempfile
 import weakref
 from email import policy
@@ -188,6 +189,9 @@ def main(argv: list[str] | None = None) -> None:
         "--dir", type=Path, default=DEFAULT_DIR, help=f"where to store (default {DEFAULT_DIR})"
     )
     args: Any = parser.parse_args(argv)
+    # A shell starts a script's background job with SIGINT ignored, and Python then never turns
+    # Ctrl-C / `kill -INT` into KeyboardInterrupt: the catcher would not stop. Take it back.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(args.dir, args.host, args.port))
 

@@ -93,7 +93,13 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-async def test_runs_as_a_command(tmp_path: Path) -> None:
+def ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("started_as", ["foreground", "background job (SIGINT ignored)"])
+async def test_runs_as_a_command(tmp_path: Path, started_as: str) -> None:
+    """Stops on SIGINT, also when started as a script's background job (which ignores SIGINT)."""
     port = free_port()
     directory = tmp_path / "mail"
     process = await asyncio.create_subprocess_exec(
@@ -101,6 +107,7 @@ async def test_runs_as_a_command(tmp_path: Path) -> None:
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
+        preexec_fn=ignore_sigint if started_as != "foreground" else None,
     )
     try:
         for _ in range(100):
