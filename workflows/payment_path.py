@@ -89,7 +89,8 @@ class PaymentPathMixin:
         return workflow.patched(RECEIPT_PATCH)
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run `work` beside the caller; the run waits for it before it ends (`_background_done`)."""
+        """Run `work` (a receipt, a signal to a dependent) beside the caller; the run waits for it
+        before it ends or continues as new (`_background_done`)."""
         self.background = [task for task in self.background if not task.done()]
         self.background.append(asyncio.create_task(work))
 

@@ -189,7 +189,6 @@ class SubscriptionWorkflow(MoneyInMixin, OffersMixin, CommerceMixin, VpsRestoreM
         self.woken = False
         self.continue_pending = False
         self.upserted: dict[str, Any] = {}
-        self.signals_out: list[asyncio.Task[None]] = []
         self.background: list[asyncio.Task[None]] = []
 
     # ---------------------------------------------------------------- run
@@ -223,8 +222,6 @@ class SubscriptionWorkflow(MoneyInMixin, OffersMixin, CommerceMixin, VpsRestoreM
             if self._should_continue_as_new():
                 break
         await workflow.wait_condition(self._commerce_idle)
-        if self.signals_out:
-            await asyncio.gather(*self.signals_out)
         await self._background_done()
         if not self._finished() or self.continue_pending:
             self._continue_as_new()
@@ -492,7 +489,7 @@ class SubscriptionWorkflow(MoneyInMixin, OffersMixin, CommerceMixin, VpsRestoreM
             domain_service_id=state.spec.service_id, state=self._shown_state(), expires_on=state.expires_on
         )
         for dependent in state.dependents:
-            self.signals_out.append(asyncio.create_task(self._signal_dependent(dependent, fact)))
+            self._in_background(self._signal_dependent(dependent, fact))
 
     async def _signal_dependent(self, dependent: str, fact: DomainStateChanged) -> None:
         handle = workflow.get_external_workflow_handle(service_workflow_id(dependent))
@@ -1124,23 +1121,24 @@ class SubscriptionWorkflow(MoneyInMixin, OffersMixin, CommerceMixin, VpsRestoreM
             if invoice is not None
             else self._base_facts().model_copy(update={"amount": amount})
         ).model_copy(update={"expires_on": state.expires_on})
-        if not self._receipt_beside_power_on():
-            await self._sync_power(at, f"renew:{key}")
-            await self._notify(NoticeKind.PAYMENT_RECEIVED, key, at, facts)
+        beside = self._receipt_beside_power_on()
+        if beside:
             self.continue_pending = self.continue_pending or self._continue_after_renewal()
+        if beside and not self.continue_pending:
+            # Both scheduled in this workflow task: the power-on first, then the receipt, whose
+            # journal line still follows the power-on's. The caller waits for the power-on only.
+            power = asyncio.create_task(self._sync_power(at, f"renew:{key}"))
+            self._in_background(
+                self._notify(NoticeKind.PAYMENT_RECEIVED, key, at, facts, journal_after=power)
+            )
+            await power
             return
-        self.continue_pending = self.continue_pending or self._continue_after_renewal()
-        if self.continue_pending:
-            # The run ends right after: the answer waits for the receipt, so that nobody asking
-            # the service about this payment catches it between two runs.
-            await self._sync_power(at, f"renew:{key}")
-            await self._notify(NoticeKind.PAYMENT_RECEIVED, key, at, facts)
-            return
-        # Both scheduled in this workflow task: the power-on first, then the receipt, whose
-        # journal line still follows the power-on's. The caller waits for the power-on only.
-        power = asyncio.create_task(self._sync_power(at, f"renew:{key}"))
-        self._in_background(self._notify(NoticeKind.PAYMENT_RECEIVED, key, at, facts, journal_after=power))
-        await power
+        # Old runs, or the run ends right after: the answer waits for the receipt, so that nobody
+        # asking the service about this payment catches it between two runs.
+        await self._sync_power(at, f"renew:{key}")
+        await self._notify(NoticeKind.PAYMENT_RECEIVED, key, at, facts)
+        if not beside:
+            self.continue_pending = self.continue_pending or self._continue_after_renewal()
 
     async def _extend_at_registry(self, redemption: bool, period: str, at: datetime) -> date:
         """Extend at the registry only after payment (SPEC §4); a paid redemption restores first."""
@@ -1279,7 +1277,7 @@ class SubscriptionWorkflow(MoneyInMixin, OffersMixin, CommerceMixin, VpsRestoreM
                 state=self._shown_state(),
                 expires_on=self.state.expires_on,
             )
-            self.signals_out.append(asyncio.create_task(self._signal_dependent(request.service_id, fact)))
+            self._in_background(self._signal_dependent(request.service_id, fact))
 
     @workflow.signal
     async def domain_state_changed(self, fact: DomainStateChanged) -> None:
