@@ -30,8 +30,8 @@ demo: $(STAMP) bytecode
 bench: $(STAMP) bytecode
 	$(BIN)/python -m bench
 
-## The workflow sandbox re-imports workflow modules for every run; without .pyc files (some
-## machines set PYTHONDONTWRITEBYTECODE) each import recompiles from source. Compile once here.
+## Compile the project once (some machines set PYTHONDONTWRITEBYTECODE, so imports never would).
+## The worker compiles the workflow modules the sandbox re-imports itself (worker.ensure_workflow_bytecode).
 bytecode: $(STAMP)
 	@$(BIN)/python -m compileall -q policy workflows activities starter worker.py
 

@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import compileall
 import concurrent.futures
 import contextlib
+import logging
 import os
 import signal
+import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -200,6 +205,37 @@ PURE_MODULES = (
 and the pydantic models. Every module holding workflow code stays sandboxed (tests check it)."""
 
 
+def ensure_workflow_bytecode() -> Path | None:
+    """Bytecode for the workflow modules, also where Python is told never to write any.
+
+    The sandbox imports the workflow modules afresh for every run (a start, each continue-as-new,
+    each replay after a cache eviction). Under `PYTHONDONTWRITEBYTECODE=1`, common in container
+    images and set in ours, no `.pyc` ever exists, so every run compiled `workflows/*.py` from
+    source: about 60 % of the worker's CPU in a benchmark profile (docs/BENCHMARKS.md). Here they
+    are compiled once per process start into `sys.pycache_prefix` (PYTHONPYCACHEPREFIX, else a
+    per-user folder in the temp dir), which imports then read. Returns that folder, or None when
+    Python writes bytecode itself or `HOSTLIFE_WORKFLOW_BYTECODE=0` asks for the old behaviour.
+    """
+    if not sys.dont_write_bytecode or os.environ.get("HOSTLIFE_WORKFLOW_BYTECODE", "") == "0":
+        return None
+    if sys.pycache_prefix is None:
+        user = os.getuid() if hasattr(os, "getuid") else os.getpid()
+        sys.pycache_prefix = str(Path(tempfile.gettempdir()) / f"hostlife-pycache-{user}")
+    if not all([compileall.compile_dir(package, quiet=2) for package in workflow_packages()]):
+        logging.getLogger("hostlife.worker").warning(
+            "workflow bytecode could not be written; each workflow run compiles from source",
+            extra={"pycache_prefix": sys.pycache_prefix},
+        )
+    return Path(sys.pycache_prefix)
+
+
+def workflow_packages() -> list[Path]:
+    """The folders whose modules the sandbox re-imports: the `workflows` package."""
+    import workflows
+
+    return [Path(folder) for folder in workflows.__path__]
+
+
 def workflow_runner() -> WorkflowRunner:
     """The workflow sandbox, with the pure modules (`PURE_MODULES`) passed through.
 
@@ -209,8 +245,10 @@ def workflow_runner() -> WorkflowRunner:
     (docs/BENCHMARKS.md). The workflow modules themselves are NOT passed through: a passed-through
     module sees the real `datetime`, `random` and I/O, so the sandbox would no longer refuse a
     non-deterministic call in workflow code (tests/test_worker_config.py proves it still does).
-    `HOSTLIFE_SANDBOX_REIMPORT=1` turns the pass-through off (every run imports afresh).
+    `HOSTLIFE_SANDBOX_REIMPORT=1` turns the pass-through off (every run imports afresh). Makes sure
+    those imports read bytecode (`ensure_workflow_bytecode`).
     """
+    ensure_workflow_bytecode()
     if os.environ.get("HOSTLIFE_SANDBOX_REIMPORT", "") not in ("", "0"):
         return SandboxedWorkflowRunner()
     return SandboxedWorkflowRunner(

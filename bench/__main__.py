@@ -3,7 +3,7 @@
     python -m bench                                   # all four, full size (see docs/BENCHMARKS.md)
     python -m bench lifecycle_throughput --services 5000
     python -m bench --quick                           # tiny sizes: proves the scripts work
-    python -m bench scale --no-bytecode               # as shipped: no .pyc (PYTHONDONTWRITEBYTECODE)
+    python -m bench scale --no-bytecode               # no .pyc for workflow modules (HOSTLIFE_WORKFLOW_BYTECODE=0)
 
 Flags after the names go to the benchmark(s) named (each has `--help`). `--quick` writes its
 results under a temporary directory instead of bench/results/, so it never overwrites the
@@ -46,6 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"--quick: results go to {common.RESULTS}", file=sys.stderr)
     if bytecode:
         common.precompile_bytecode()
+    else:
+        os.environ["HOSTLIFE_WORKFLOW_BYTECODE"] = "0"
     common.BYTECODE = bytecode
     for name in names or BENCHMARKS:
         module = importlib.import_module(f"bench.{name}")

@@ -46,28 +46,18 @@ from starter.temporal_setup import dev_server_search_attribute_args, installed_b
 RESULTS = Path(__file__).parent / "results"
 BYTECODE = True
 """Whether the project modules were precompiled (see `precompile_bytecode`); written into results."""
-ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("policy", "workflows", "activities", "starter", "bench")
 
 
 def precompile_bytecode() -> Path | None:
-    """Compile the project's modules once, into a cache outside the tree; None if bytecode is off.
+    """Bytecode for the workflow modules that the sandbox re-imports for every run.
 
-    The workflow sandbox re-imports the workflow's module for every new run (a start, each
-    continue-as-new, each replay after a cache eviction). Without a .pyc that means compiling
-    workflows/subscription.py from source each time — 60 % of the worker's CPU in a profile of
-    this benchmark. `PYTHONDONTWRITEBYTECODE=1` (set in this repo's Dockerfile and on the bench
-    machine) stops Python from ever writing one, so each benchmark compiles them here first;
-    `--no-bytecode` measures the as-shipped behaviour instead.
+    The worker does this itself (`worker.ensure_workflow_bytecode`); calling it here, before any
+    worker is built, keeps the compile out of every measured phase. `--no-bytecode` turns it off
+    (`HOSTLIFE_WORKFLOW_BYTECODE=0`) to measure a worker without it under PYTHONDONTWRITEBYTECODE.
     """
-    import compileall
+    from worker import ensure_workflow_bytecode
 
-    prefix = Path(tempfile.gettempdir()) / "hostlife-bench-pycache"
-    sys.pycache_prefix = str(prefix)
-    for package in PACKAGES:
-        compileall.compile_dir(ROOT / package, quiet=1)
-    compileall.compile_file(ROOT / "worker.py", quiet=1)
-    return prefix
+    return ensure_workflow_bytecode()
 
 
 def free_port() -> int:

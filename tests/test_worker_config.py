@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -104,3 +107,54 @@ async def test_exchange_rates_come_from_the_central_banks_unless_fixed(
         assert isinstance(sources["RON"], BnrRates)
         monkeypatch.setenv("HOSTLIFE_EXCHANGE_RATES", "fixed")
         assert all(isinstance(s, FixedRates) for s in configured_exchange_rates(http).values())
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+READ_WITHOUT_COMPILING = """
+import importlib.machinery, importlib.util, sys, worker
+print(worker.ensure_workflow_bytecode())
+def refuse(self, data, path, **kwargs):
+    raise SystemExit(f"compiled {path} from source")
+importlib.machinery.SourceFileLoader.source_to_code = refuse
+for name in ("workflows.subscription", "workflows.payment_path"):
+    importlib.util.find_spec(name).loader.get_code(name)
+"""
+
+
+def run_python(code: str, tmp_path: Path, **environment: str) -> str:
+    """`code` in a new interpreter (import state and `sys.pycache_prefix` are per process)."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX", "HOSTLIFE_WORKFLOW_BYTECODE")
+    }
+    env.update(PYTHONPYCACHEPREFIX=str(tmp_path / "pycache"), **environment)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
+    return done.stdout.strip()
+
+
+def test_workflow_modules_are_read_as_bytecode_where_python_writes_none(tmp_path: Path) -> None:
+    """PYTHONDONTWRITEBYTECODE (set in the image) would make every workflow run compile from source."""
+    assert run_python(READ_WITHOUT_COMPILING, tmp_path, PYTHONDONTWRITEBYTECODE="1") == str(
+        tmp_path / "pycache"
+    )
+    assert list((tmp_path / "pycache").rglob("subscription.cpython-*.pyc"))
+
+
+def test_without_the_worker_compiling_them_the_workflow_modules_are_compiled_from_source(
+    tmp_path: Path,
+) -> None:
+    """The probe above can fail: with the worker's compile turned off, it does."""
+    with pytest.raises(AssertionError, match=r"compiled \S*subscription\.py from source"):
+        run_python(
+            READ_WITHOUT_COMPILING, tmp_path, PYTHONDONTWRITEBYTECODE="1", HOSTLIFE_WORKFLOW_BYTECODE="0"
+        )
+    assert not list((tmp_path / "pycache").rglob("subscription.cpython-*.pyc"))
+
+
+def test_where_python_writes_bytecode_itself_the_worker_leaves_it_alone(tmp_path: Path) -> None:
+    assert run_python("import worker; print(worker.ensure_workflow_bytecode())", tmp_path) == "None"
