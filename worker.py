@@ -244,7 +244,7 @@ def workflow_runner() -> WorkflowRunner:
     the benchmarks found that re-import to be a large share of the worker's CPU on starts
     (docs/BENCHMARKS.md). The workflow modules themselves are NOT passed through: a passed-through
     module sees the real `datetime`, `random` and I/O, so the sandbox would no longer refuse a
-    non-deterministic call in workflow code (tests/test_worker_config.py proves it still does).
+    non-deterministic call in workflow code (tests/test_sandbox.py proves it still does).
     `HOSTLIFE_SANDBOX_REIMPORT=1` turns the pass-through off (every run imports afresh). Makes sure
     those imports read bytecode (`ensure_workflow_bytecode`).
     """
