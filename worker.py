@@ -14,6 +14,7 @@ import asyncio
 import compileall
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -205,6 +206,7 @@ PURE_MODULES = (
 and the pydantic models. Every module holding workflow code stays sandboxed (tests check it)."""
 
 
+@functools.cache
 def ensure_workflow_bytecode() -> Path | None:
     """Bytecode for the workflow modules, also where Python is told never to write any.
 
@@ -212,28 +214,23 @@ def ensure_workflow_bytecode() -> Path | None:
     each replay after a cache eviction). Under `PYTHONDONTWRITEBYTECODE=1`, common in container
     images and set in ours, no `.pyc` ever exists, so every run compiled `workflows/*.py` from
     source: about 60 % of the worker's CPU in a benchmark profile (docs/BENCHMARKS.md). Here they
-    are compiled once per process start into `sys.pycache_prefix` (PYTHONPYCACHEPREFIX, else a
-    per-user folder in the temp dir), which imports then read. Returns that folder, or None when
-    Python writes bytecode itself or `HOSTLIFE_WORKFLOW_BYTECODE=0` asks for the old behaviour.
+    are compiled once per process into `sys.pycache_prefix` (PYTHONPYCACHEPREFIX, else a per-user
+    folder in the temp dir), which imports then read. Returns that folder, or None when Python
+    writes bytecode itself or `HOSTLIFE_WORKFLOW_BYTECODE=0` asks for the old behaviour.
     """
     if not sys.dont_write_bytecode or os.environ.get("HOSTLIFE_WORKFLOW_BYTECODE", "") == "0":
         return None
     if sys.pycache_prefix is None:
         user = os.getuid() if hasattr(os, "getuid") else os.getpid()
         sys.pycache_prefix = str(Path(tempfile.gettempdir()) / f"hostlife-pycache-{user}")
-    if not all([compileall.compile_dir(package, quiet=2) for package in workflow_packages()]):
+    import workflows
+
+    if not all([compileall.compile_dir(folder, quiet=2) for folder in workflows.__path__]):
         logging.getLogger("hostlife.worker").warning(
             "workflow bytecode could not be written; each workflow run compiles from source",
             extra={"pycache_prefix": sys.pycache_prefix},
         )
     return Path(sys.pycache_prefix)
-
-
-def workflow_packages() -> list[Path]:
-    """The folders whose modules the sandbox re-imports: the `workflows` package."""
-    import workflows
-
-    return [Path(folder) for folder in workflows.__path__]
 
 
 def workflow_runner() -> WorkflowRunner:

@@ -45,19 +45,7 @@ from starter.temporal_setup import dev_server_search_attribute_args, installed_b
 
 RESULTS = Path(__file__).parent / "results"
 BYTECODE = True
-"""Whether the project modules were precompiled (see `precompile_bytecode`); written into results."""
-
-
-def precompile_bytecode() -> Path | None:
-    """Bytecode for the workflow modules that the sandbox re-imports for every run.
-
-    The worker does this itself (`worker.ensure_workflow_bytecode`); calling it here, before any
-    worker is built, keeps the compile out of every measured phase. `--no-bytecode` turns it off
-    (`HOSTLIFE_WORKFLOW_BYTECODE=0`) to measure a worker without it under PYTHONDONTWRITEBYTECODE.
-    """
-    from worker import ensure_workflow_bytecode
-
-    return ensure_workflow_bytecode()
+"""Whether the workflow modules were compiled first (`worker.ensure_workflow_bytecode`); written into results."""
 
 
 def free_port() -> int:
