@@ -33,9 +33,7 @@ from fastapi import FastAPI
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.hypervisor import RecordingHypervisor
-from activities.platform import RecordingPlatform
-from activities.registrar import RecordingRegistrar
+from activities.billing import SqliteBilling
 from bench.baseline import POWERED_ON, PaymentFloorWorkflow, power_on_floor
 from bench.common import (
     GcPauses,
@@ -48,36 +46,22 @@ from bench.common import (
     rss_bytes,
     write_result,
 )
-from bench.lifecycle_throughput import BenchBilling, CountingMailer
+from bench.worker_pool import (
+    BenchWorkers,
+    PoolConfig,
+    in_process_workers,
+    wait_workflow_tasks,
+    worker_processes,
+)
 from policy.clock import Clock
 from starter.ingress import IngressSettings, create_app, sign_webhook
 from starter.payment_router import TemporalPaymentRouter
 from starter.services import start_service
-from worker import Adapters, build_workers
 from workflows.models import Customer, ServiceSpec
 
 SECRET = "bench-webhook-secret-0123456789abcdef"
 API_KEY = "bench-statement-api-key-0123456789abcdef"
 NODE = "node-1"
-
-
-class StampingHypervisor(RecordingHypervisor):
-    """Stamps (monotonic) when each VM was switched off and back on."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.off_at: dict[str, float] = {}
-        self.on_at: dict[str, float] = {}
-
-    def power_off(self, vm_name: str, graceful_timeout: timedelta) -> bool:
-        changed = super().power_off(vm_name, graceful_timeout)
-        self.off_at.setdefault(vm_name, time.monotonic())
-        return changed
-
-    def power_on(self, vm_name: str) -> bool:
-        changed = super().power_on(vm_name)
-        self.on_at.setdefault(vm_name, time.monotonic())
-        return changed
 
 
 @contextlib.asynccontextmanager
@@ -259,6 +243,7 @@ async def run(
     concurrency: int = 32,
     options: dict[str, Any] | None = None,
     floor: bool = True,
+    processes: int = 0,
 ) -> dict[str, Any]:
     paid = max(1, round(rate * seconds))
     options = options if options is not None else worker_options(1000, 5, 5)
@@ -267,19 +252,15 @@ async def run(
         drain = asyncio.create_task(server.metrics.drain_forever())
         stack.callback(drain.cancel)
         client = server.client
-        billing = BenchBilling(server.data_dir / "billing.sqlite")
-        hypervisor = StampingHypervisor()
-        adapters = Adapters(
-            billing=billing,
-            mailer=CountingMailer(),
-            platform=RecordingPlatform(),
-            registrar=RecordingRegistrar(),
-            hypervisors={NODE: hypervisor},
-        )
+        billing = SqliteBilling(server.data_dir / "billing.sqlite")
         executor = stack.enter_context(concurrent.futures.ThreadPoolExecutor(max_workers=32))
         task_queue = "bench-payments"
-        for worker in build_workers(client, adapters, task_queue=task_queue, executor=executor, **options):
-            await stack.enter_async_context(worker)
+        config = PoolConfig(
+            server.address, task_queue, str(server.data_dir / "billing.sqlite"), NODE, options
+        )
+        workers: BenchWorkers = await stack.enter_async_context(
+            worker_processes(config, processes) if processes else in_process_workers(server, config, billing)
+        )
         settings = IngressSettings.model_validate({"webhook_secret": SECRET, "api_key": API_KEY})
         http = await stack.enter_async_context(
             serving(create_app(TemporalPaymentRouter(client, billing), settings))
@@ -288,7 +269,7 @@ async def run(
         # The open services that just wait (real clock, expiry months away), then the ones to pay.
         today = Clock().today(datetime.now(UTC))
         started = time.monotonic()
-        idle_tasks0 = server.metrics.workflow_tasks
+        idle_tasks0 = workers.workflow_tasks
 
         async def start(spec: ServiceSpec, clock: Clock | None = None) -> None:
             await start_service(client, spec, clock=clock, task_queue=task_queue)
@@ -312,7 +293,7 @@ async def run(
         # Every idle service's first workflow task, before the VPS clock starts: with that backlog
         # still queued, the VPSs' own first tasks waited minutes, their compressed clock ran on, and
         # some were deleted for non-payment before their payment came (answered "returned").
-        await server.metrics.wait_workflow_tasks(idle_tasks0 + idle, 1800)
+        await wait_workflow_tasks(workers, idle_tasks0 + idle, 1800)
         idle_settled_s = time.monotonic() - started
         clock = Clock.compressed_from(datetime.now(UTC), seconds_per_day)
         assert clock.epoch_day is not None
@@ -334,9 +315,10 @@ async def run(
             ),
             concurrency,
         )
-        await wait_until(lambda: len(hypervisor.off_at) >= paid, "the VPS services to be blocked", 600)
+        await wait_until(lambda: len(workers.off_at) >= paid, "the VPS services to be blocked", 600)
         open_services = idle + paid
-        worker_rss, server_rss = rss_bytes(), server.rss_bytes()
+        worker_rss, server_rss, bench_rss = workers.rss_bytes(), server.rss_bytes(), rss_bytes()
+        latest = {invoice.service_id: invoice for invoice in billing.invoices()}  # by sequence
 
         # Steady, open-loop load: payment k is sent at t0 + k/rate whatever the earlier ones do.
         posted: dict[str, float] = {}
@@ -346,7 +328,7 @@ async def run(
         async def pay(k: int, at: float) -> None:
             await asyncio.sleep(max(0.0, at - time.monotonic()))
             service_id = vps_ids[k]
-            invoice = billing.latest[service_id]
+            invoice = latest[service_id]
             posted[service_id] = time.monotonic()
             status, outcome = 0, "no answer"
             for attempt in range(10):  # a 503 means "retry": routing is idempotent by payment id
@@ -365,26 +347,31 @@ async def run(
                 await asyncio.sleep(1)
             answers[service_id] = (status, time.monotonic() - posted[service_id], outcome)
 
-        counts0 = (server.metrics.workflow_tasks, server.metrics.activities)
-        cpu0 = (cpu_seconds(), cpu_seconds(server.pid))
+        counts0 = (workers.workflow_tasks, workers.activities)
+        cpu0 = (workers.cpu_seconds(), cpu_seconds(server.pid), cpu_seconds())
         t0 = time.monotonic() + 0.5
-        with GcPauses() as gc_pauses:
+        with GcPauses() as bench_gc_pauses:
             await asyncio.gather(*(pay(k, t0 + k / rate) for k in range(paid)))
             with contextlib.suppress(TimeoutError):  # what never came back on is reported, not fatal
                 await wait_until(
-                    lambda: all(s in hypervisor.on_at for s in vps_ids), "every VPS powered on", 120
+                    lambda: all(s in workers.on_at for s in vps_ids), "every VPS powered on", 120
                 )
         load_s = time.monotonic() - t0
-        cpu = (cpu_seconds() - cpu0[0], cpu_seconds(server.pid) - cpu0[1])
+        load_window = (t0, t0 + load_s)
+        cpu = (workers.cpu_seconds() - cpu0[0], cpu_seconds(server.pid) - cpu0[1])
+        bench_cpu = cpu_seconds() - cpu0[2]
+        if processes:  # the ingress and the load generator run here, apart from the workers
+            cpu = (cpu[0] + bench_cpu, cpu[1])
+        await asyncio.sleep(0.5)  # the counters of worker processes are pulled every 0.1 s
         # Every answer is in, so the workflow tasks and activities of each payment are all counted
         # (including the receipt mail and any continue-as-new that follow the power-on).
-        counts = (server.metrics.workflow_tasks - counts0[0], server.metrics.activities - counts0[1])
+        counts = (workers.workflow_tasks - counts0[0], workers.activities - counts0[1])
         sent_s = max(posted.values()) - min(posted.values())
         floor_result = (
             await floor_phase(server, executor, paid, rate, options, concurrency) if floor else None
         )
 
-    latencies = [1000 * (hypervisor.on_at[s] - posted[s]) for s in vps_ids if s in hypervisor.on_at]
+    latencies = [1000 * (workers.on_at[s] - posted[s]) for s in vps_ids if s in workers.on_at]
     http_ms = [1000 * answers[s][1] for s in vps_ids if s in answers]
     statuses = sorted({f"{answers[s][0]} {answers[s][2]}" for s in vps_ids if s in answers})
     result: dict[str, Any] = {
@@ -395,6 +382,7 @@ async def run(
             "rate_per_s": rate,
             "seconds_per_day_of_vps_clock": seconds_per_day,
             "gc_threshold": list(gc.get_threshold()),
+            "worker_processes": processes,
         },
         "achieved_rate_per_s": round((paid - 1) / sent_s, 2) if paid > 1 and sent_s > 0 else None,
         "answers": statuses,
@@ -413,7 +401,8 @@ async def run(
         "target_p99_ms": 1000,
         "worker_options": options,
         "per_payment": per_payment(paid, cpu, counts),
-        "gc_pauses_during_load": gc_pauses.summary(),
+        "gc_pauses_during_load": workers.gc_pauses(*load_window),
+        "bench_process_gc_pauses_during_load": bench_gc_pauses.summary() if processes else None,
         "engine_floor": floor_result,
         "idle_services_started_in_s": round(idle_started_s, 1),
         "idle_services_first_tasks_done_in_s": round(idle_settled_s, 1),
@@ -425,6 +414,7 @@ async def run(
         "rss_mib_with_all_open": {
             "worker_process": round(mib(worker_rss), 1),
             "dev_server": round(mib(server_rss), 1),
+            "ingress_and_load_process": round(mib(bench_rss), 1) if processes else None,
         },
     }
     write_result("payment_latency", result)
@@ -493,6 +483,12 @@ def main(argv: list[str] | None = None, quick: bool = False) -> dict[str, Any]:
         action="store_true",
         help="skip the engine's floor (PaymentFloorWorkflow) after the load",
     )
+    parser.add_argument(
+        "--worker-processes",
+        type=int,
+        default=0,
+        help="run the workers in N processes of their own (0: in this process, beside the ingress)",
+    )
     args = parser.parse_args(argv or [])
     options = worker_options(args.cache, args.workflow_pollers, args.activity_pollers)
     return asyncio.run(
@@ -503,5 +499,6 @@ def main(argv: list[str] | None = None, quick: bool = False) -> dict[str, Any]:
             args.seconds_per_day,
             options=options,
             floor=not args.no_floor,
+            processes=args.worker_processes,
         )
     )

@@ -45,3 +45,24 @@ def test_percentile_is_nearest_rank() -> None:
     assert common.percentile(values, 50) == 50.0
     assert common.percentile(values, 99) == 99.0
     assert common.percentile([], 99) == 0.0
+
+
+def test_payment_latency_with_worker_processes(tmp_path: Path) -> None:
+    """The workers in two processes of their own: stamps, counts and pauses come back from them."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "payment_latency", "--quick", "--worker-processes", "2"],
+        cwd=ROOT,
+        env={**os.environ, "HOSTLIFE_BENCH_RESULTS": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(next(tmp_path.rglob("payment_latency.json")).read_text(encoding="utf-8"))
+    assert result["parameters"]["worker_processes"] == 2
+    assert result["not_powered_on"] == 0
+    assert result["answers"] == ["200 applied"]
+    assert result["per_payment"]["workflow_tasks"] >= 1  # counted in the worker processes
+    assert result["per_payment"]["activities"] >= 1
+    assert result["rss_mib_with_all_open"]["worker_process"] > 0  # read from the worker pids
