@@ -1,10 +1,11 @@
 """Scale (issue 10, part 4): many services on one dev server, and the simulator on a big scenario.
 
 1. `--services` idle shared-hosting services (default 100,000; expiry months away, real clock)
-   are started on one dev server with the lifecycle worker running (default worker settings,
-   so a cache of 1,000 workflows). Every `--sample-every` starts, the start rate of that window,
-   the dev server's RSS, the worker process's RSS and the database size are sampled. The run
-   ends when every service has had its first workflow task.
+   are started on one dev server with the lifecycle worker running (a cache of `--cache`
+   workflows, 1,000 by default; in this process, or in `--worker-processes` processes of their
+   own). Every `--sample-every` starts, the start rate of that window, the dev server's RSS, the
+   workers' RSS and the database size are sampled. The run ends when every service has had its
+   first workflow task.
 2. `hostlife simulate` machinery (`starter.simulate.run_scenario`, time-skipping server) on a
    generated scenario of `--sim-services` services (default 1,000; hosting, e-mail, VPS and .cz
    domains) over `--sim-days` days (default 730): every other service is paid before D in both
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import concurrent.futures
 import contextlib
 import json
 import logging
@@ -25,15 +25,11 @@ from decimal import Decimal
 from typing import Any
 
 from activities.billing import SqliteBilling
-from activities.hypervisor import RecordingHypervisor
-from activities.platform import RecordingPlatform
-from activities.registrar import RecordingRegistrar
 from bench.common import dev_server, mib, print_table, rss_bytes, write_result
-from bench.lifecycle_throughput import CountingMailer
+from bench.worker_pool import BenchWorkers, PoolConfig, in_process_workers, worker_processes
 from policy.clock import Clock
 from starter.services import start_service
 from starter.simulate import load_scenario, run_scenario
-from worker import Adapters, build_workers
 from workflows.models import Customer, ServiceSpec
 
 PRODUCTS = [
@@ -45,24 +41,28 @@ PRODUCTS = [
 
 
 async def start_many(
-    services: int, sample_every: int, drain_limit_s: float = 3600.0, concurrency: int = 32
+    services: int,
+    sample_every: int,
+    drain_limit_s: float = 3600.0,
+    concurrency: int = 32,
+    processes: int = 0,
+    cache: int = 1000,
 ) -> dict[str, Any]:
     samples: list[dict[str, Any]] = []
     async with dev_server() as server, contextlib.AsyncExitStack() as stack:
         drain = asyncio.create_task(server.metrics.drain_forever())
         stack.callback(drain.cancel)
         client = server.client
-        adapters = Adapters(
-            billing=SqliteBilling(server.data_dir / "billing.sqlite"),
-            mailer=CountingMailer(),
-            platform=RecordingPlatform(),
-            registrar=RecordingRegistrar(),
-            hypervisors={"node-1": RecordingHypervisor()},
-        )
-        executor = stack.enter_context(concurrent.futures.ThreadPoolExecutor(max_workers=16))
+        billing_path = server.data_dir / "billing.sqlite"
         task_queue = "bench-scale"
-        for worker in build_workers(client, adapters, task_queue=task_queue, executor=executor):
-            await stack.enter_async_context(worker)
+        config = PoolConfig(
+            server.address, task_queue, str(billing_path), "node-1", {"max_cached_workflows": cache}
+        )
+        workers: BenchWorkers = await stack.enter_async_context(
+            worker_processes(config, processes)
+            if processes
+            else in_process_workers(server, config, SqliteBilling(billing_path))
+        )
         today = Clock().today(datetime.now(UTC))
         queue: asyncio.Queue[int] = asyncio.Queue()
         for i in range(services):
@@ -95,9 +95,9 @@ async def start_many(
                         "started": done,
                         "elapsed_s": round(now - started, 1),
                         "window_starts_per_s": round((done - last_n) / (now - last_t), 1),
-                        "first_tasks_done": server.metrics.workflow_tasks,
+                        "first_tasks_done": workers.workflow_tasks,
                         "dev_server_rss_mib": round(mib(server.rss_bytes()), 1),
-                        "worker_rss_mib": round(mib(rss_bytes()), 1),
+                        "worker_rss_mib": round(mib(workers.rss_bytes()), 1),
                         "database_mib": round(mib(server.db_bytes()), 1),
                     }
                 )
@@ -109,19 +109,19 @@ async def start_many(
         # report how far they got rather than nothing when `drain_limit_s` runs out.
         drain_samples: list[dict[str, Any]] = []
         deadline = time.monotonic() + drain_limit_s
-        last_t, last_tasks = time.monotonic(), server.metrics.workflow_tasks
-        while server.metrics.workflow_tasks < services and time.monotonic() < deadline:
+        last_t, last_tasks = time.monotonic(), workers.workflow_tasks
+        while workers.workflow_tasks < services and time.monotonic() < deadline:
             await asyncio.sleep(0.5)
             now = time.monotonic()
             if now - last_t >= 30:
-                tasks_done = server.metrics.workflow_tasks
+                tasks_done = workers.workflow_tasks
                 drain_samples.append(
                     {
                         "elapsed_s": round(now - started, 1),
                         "first_tasks_done": tasks_done,
                         "window_first_tasks_per_s": round((tasks_done - last_tasks) / (now - last_t), 1),
                         "dev_server_rss_mib": round(mib(server.rss_bytes()), 1),
-                        "worker_rss_mib": round(mib(rss_bytes()), 1),
+                        "worker_rss_mib": round(mib(workers.rss_bytes()), 1),
                     }
                 )
                 print(json.dumps(drain_samples[-1]), flush=True)
@@ -129,13 +129,16 @@ async def start_many(
         settled_s = time.monotonic() - started
         end = {
             "dev_server_rss_mib": round(mib(server.rss_bytes()), 1),
-            "worker_rss_mib": round(mib(rss_bytes()), 1),
+            "worker_rss_mib": round(mib(workers.rss_bytes()), 1),
             "database_mib": round(mib(server.db_bytes()), 1),
-            "first_workflow_tasks": server.metrics.workflow_tasks,
-            "all_first_tasks_done": server.metrics.workflow_tasks >= services,
+            "starter_process_rss_mib": round(mib(rss_bytes()), 1) if processes else None,
+            "first_workflow_tasks": workers.workflow_tasks,
+            "all_first_tasks_done": workers.workflow_tasks >= services,
         }
     return {
         "services": services,
+        "worker_processes": processes,
+        "max_cached_workflows_per_process": cache,
         "all_started_s": round(all_started_s, 1),
         "all_first_tasks_done_s": round(settled_s, 1),
         "mean_starts_per_s": round(services / all_started_s, 1),
@@ -200,9 +203,19 @@ async def simulate(services: int, days: int) -> dict[str, Any]:
 
 
 async def run(
-    services: int, sample_every: int, sim_services: int, sim_days: int, drain_limit_s: float = 3600.0
+    services: int,
+    sample_every: int,
+    sim_services: int,
+    sim_days: int,
+    drain_limit_s: float = 3600.0,
+    processes: int = 0,
+    cache: int = 1000,
 ) -> dict[str, Any]:
-    many = await start_many(services, sample_every, drain_limit_s) if services > 0 else None
+    many = (
+        await start_many(services, sample_every, drain_limit_s, processes=processes, cache=cache)
+        if services > 0
+        else None
+    )
     sim = await simulate(sim_services, sim_days) if sim_services > 0 else None
     result = {"start_many": many, "simulator": sim}
     write_result("scale", result)
@@ -237,6 +250,23 @@ def main(argv: list[str] | None = None, quick: bool = False) -> dict[str, Any]:
         default=3600.0,
         help="seconds to wait, after the last start, for every first workflow task (then report how far)",
     )
+    parser.add_argument(
+        "--worker-processes",
+        type=int,
+        default=0,
+        help="run the workers in N processes of their own (0: in this process, beside the starter)",
+    )
+    parser.add_argument("--cache", type=int, default=1000, help="max cached workflows per worker process")
     args = parser.parse_args(argv or [])
     sample_every = args.sample_every or max(50, args.services // 20)
-    return asyncio.run(run(args.services, sample_every, args.sim_services, args.sim_days, args.drain_limit))
+    return asyncio.run(
+        run(
+            args.services,
+            sample_every,
+            args.sim_services,
+            args.sim_days,
+            args.drain_limit,
+            args.worker_processes,
+            args.cache,
+        )
+    )
