@@ -56,6 +56,7 @@ from bench.worker_pool import (
 from policy.clock import Clock
 from starter.ingress import IngressSettings, create_app, sign_webhook
 from starter.payment_router import TemporalPaymentRouter
+from starter.quiet_gc import quiet_collector_from_env
 from starter.services import start_service
 from workflows.models import Customer, ServiceSpec
 
@@ -244,6 +245,7 @@ async def run(
     options: dict[str, Any] | None = None,
     floor: bool = True,
     processes: int = 0,
+    quiet_before_load_s: float = 0.0,
 ) -> dict[str, Any]:
     paid = max(1, round(rate * seconds))
     options = options if options is not None else worker_options(1000, 5, 5)
@@ -317,6 +319,8 @@ async def run(
         )
         await wait_until(lambda: len(workers.off_at) >= paid, "the VPS services to be blocked", 600)
         open_services = idle + paid
+        quiet_window = (time.monotonic(), time.monotonic() + quiet_before_load_s)
+        await asyncio.sleep(quiet_before_load_s)  # a quiet spell before the burst, if asked for
         worker_rss, server_rss, bench_rss = workers.rss_bytes(), server.rss_bytes(), rss_bytes()
         latest = {invoice.service_id: invoice for invoice in billing.invoices()}  # by sequence
 
@@ -383,6 +387,8 @@ async def run(
             "seconds_per_day_of_vps_clock": seconds_per_day,
             "gc_threshold": list(gc.get_threshold()),
             "worker_processes": processes,
+            "quiet_before_load_s": quiet_before_load_s,
+            "quiet_gc": quiet_collector_from_env() is not None,
         },
         "achieved_rate_per_s": round((paid - 1) / sent_s, 2) if paid > 1 and sent_s > 0 else None,
         "answers": statuses,
@@ -402,6 +408,7 @@ async def run(
         "worker_options": options,
         "per_payment": per_payment(paid, cpu, counts),
         "gc_pauses_during_load": workers.gc_pauses(*load_window),
+        "gc_pauses_in_quiet_spell": workers.gc_pauses(*quiet_window)["generation_2"],
         "bench_process_gc_pauses_during_load": bench_gc_pauses.summary() if processes else None,
         "engine_floor": floor_result,
         "idle_services_started_in_s": round(idle_started_s, 1),
@@ -489,6 +496,12 @@ def main(argv: list[str] | None = None, quick: bool = False) -> dict[str, Any]:
         default=0,
         help="run the workers in N processes of their own (0: in this process, beside the ingress)",
     )
+    parser.add_argument(
+        "--quiet-before-load",
+        type=float,
+        default=0.0,
+        help="seconds of quiet after every VPS is blocked, before the first payment (a burst after a lull)",
+    )
     args = parser.parse_args(argv or [])
     options = worker_options(args.cache, args.workflow_pollers, args.activity_pollers)
     return asyncio.run(
@@ -500,5 +513,6 @@ def main(argv: list[str] | None = None, quick: bool = False) -> dict[str, Any]:
             options=options,
             floor=not args.no_floor,
             processes=args.worker_processes,
+            quiet_before_load_s=args.quiet_before_load,
         )
     )

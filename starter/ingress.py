@@ -492,9 +492,13 @@ def create_app(
             report = UsageReport.model_validate(line.model_dump(exclude={"service_id"}))
             try:
                 result = await usage(line.service_id, report)
-            except Exception as exc:  # Temporal unreachable: the sender retries; signals are idempotent enough
+            except (
+                Exception
+            ) as exc:  # Temporal unreachable: the sender retries; signals are idempotent enough
                 log.warning("usage report not delivered", service_id=line.service_id, error=str(exc))
-                answer = IngressAnswer(usage=outcomes, detail=f"could not deliver to {line.service_id}: {exc}")
+                answer = IngressAnswer(
+                    usage=outcomes, detail=f"could not deliver to {line.service_id}: {exc}"
+                )
                 return _answer(503, answer)
             outcomes.append(UsageOutcome(service_id=line.service_id, result=result))
         log.info("usage reports received", reports=len(outcomes))

@@ -164,7 +164,11 @@ async def start_service(
             on_coupon(applied)
     if spec.backup_rotation:
         await start_vps_backups(
-            client, spec, start.clock, task_queue, price_per_gib_month=start.terms.backup_storage_price_per_gib_month
+            client,
+            spec,
+            start.clock,
+            task_queue,
+            price_per_gib_month=start.terms.backup_storage_price_per_gib_month,
         )
     return handle
 

@@ -71,5 +71,7 @@ async def register_search_attributes(client: Client) -> None:
 def quiet_runtime() -> Runtime:
     """A runtime whose core logs only errors: the CLI's stderr is for our one-line errors."""
     return Runtime(
-        telemetry=TelemetryConfig(logging=LoggingConfig(filter=TelemetryFilter(core_level="ERROR", other_level="ERROR")))
+        telemetry=TelemetryConfig(
+            logging=LoggingConfig(filter=TelemetryFilter(core_level="ERROR", other_level="ERROR"))
+        )
     )
