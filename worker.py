@@ -77,7 +77,7 @@ from starter.codec import data_converter_from_env
 from starter.config import Settings
 from starter.local_codec import keys_environ
 from starter.logging import configure_logging
-from starter.quiet_gc import quiet_collector_from_env
+from starter.quiet_gc import start_quiet_collector
 from starter.services import configured_catalog
 from starter.temporal_connection import connect_options_from_env
 from starter.temporal_setup import register_search_attributes
@@ -414,9 +414,7 @@ async def run_worker(settings: Settings, node: str | None = None, libvirt_uri: s
                 await keep_registrar_alive(adapters, stack)
             for worker in workers:
                 await stack.enter_async_context(worker)
-            if (collector := quiet_collector_from_env()) is not None:
-                collecting = asyncio.create_task(collector.run())
-                stack.callback(collecting.cancel)
+            start_quiet_collector(stack)
             await stop.wait()
 
 

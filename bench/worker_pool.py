@@ -36,7 +36,7 @@ from activities.platform import RecordingPlatform
 from activities.registrar import RecordingRegistrar
 from bench.common import DevServer, WorkerMetrics, cpu_seconds, rss_bytes
 from bench.lifecycle_throughput import CountingMailer
-from starter.quiet_gc import quiet_collector_from_env
+from starter.quiet_gc import start_quiet_collector
 
 Stamp = Callable[[str, str, float], None]
 
@@ -207,9 +207,7 @@ async def in_process_workers(
                 server.client, adapters, task_queue=config.task_queue, executor=executor, **config.options
             ):
                 await stack.enter_async_context(worker)
-            if (collector := quiet_collector_from_env()) is not None:  # as worker.py runs one
-                collecting = asyncio.create_task(collector.run())
-                stack.callback(collecting.cancel)
+            start_quiet_collector(stack)  # as worker.py does
             yield workers
 
 
@@ -334,9 +332,7 @@ async def _serve(config: PoolConfig, counters: Any, stamps: Any, stop: Any) -> N
                 client, adapters, task_queue=config.task_queue, executor=executor, **config.options
             ):
                 await stack.enter_async_context(each)
-            if (collector := quiet_collector_from_env()) is not None:  # as worker.py runs one
-                collecting = asyncio.create_task(collector.run())
-                stack.callback(collecting.cancel)
+            start_quiet_collector(stack)  # as worker.py does
             counters[2] = 1
             while not stop.is_set():
                 counters[0] = metrics.workflow_tasks

@@ -13,6 +13,7 @@ a load that never pauses; there the automatic collection still comes (and is sti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import time
@@ -76,3 +77,12 @@ def quiet_collector_from_env() -> QuietCollector | None:
     if os.environ.get("HOSTLIFE_QUIET_GC", "") == "0":
         return None
     return QuietCollector()
+
+
+def start_quiet_collector(stack: contextlib.AsyncExitStack) -> QuietCollector | None:
+    """Run the worker's collector (unless turned off) until `stack` closes."""
+    collector = quiet_collector_from_env()
+    if collector is not None:
+        task = asyncio.create_task(collector.run())
+        stack.callback(task.cancel)
+    return collector

@@ -34,6 +34,7 @@ from starter.local_codec import configured_in_env, keys_environ, local_codec_ser
 from starter.logging import configure_logging
 from starter.mailcatcher import MailCatcher
 from starter.payment_router import TemporalPaymentRouter
+from starter.quiet_gc import start_quiet_collector
 from starter.services import start_service, usage_sink
 from starter.temporal_setup import (
     dev_server_search_attribute_args,
@@ -196,6 +197,7 @@ async def run_stack(
                     await stack.enter_async_context(MailCatcher(settings.data_dir / "mail", port=ports.smtp))
                 for worker in workers:
                     await stack.enter_async_context(worker)
+                start_quiet_collector(stack)
                 router = TemporalPaymentRouter(env.client, adapters.billing)
                 ingress = asyncio.create_task(serve(router, ingress_settings, usage_sink(env.client)))
                 stack.callback(ingress.cancel)
