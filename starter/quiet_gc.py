@@ -2,12 +2,17 @@
 
 CPython's automatic full collection walks every live object of the process and stops it
 meanwhile: with a thousand cached workflow sandboxes that is ~0.55 s in which no workflow task
-runs (docs/BENCHMARKS.md, fifth pass). It comes when enough objects have survived since the last
-one, which is to say in the middle of work: a burst of payments (a bank statement import, a
-batch of card payments) meets it and every payment of the burst waits. `QuietCollector` runs
-that collection itself once the process has been quiet for a while and enough has piled up since
-the last one, so a burst that follows a quiet spell starts with nothing pending. It cannot help
-a load that never pauses; there the automatic collection still comes (and is still counted).
+runs (docs/BENCHMARKS.md, fifth and sixth passes). It comes when enough objects have survived
+since the last one, which is to say in the middle of work: a burst of payments (a bank statement
+import, a batch of card payments) meets it and every payment of the burst waits.
+
+`QuietCollector` runs that collection itself once the process has been quiet for a while, then
+(by default) `gc.freeze()`s what survived: the cached sandboxes, the imported modules. CPython's
+automatic full collections then walk only what was made since, which is small, so a burst after
+a lull pays milliseconds, not half a second. The price is that a frozen object that becomes
+garbage (a workflow evicted from the cache) is only freed at the next quiet collection; so when
+the process has grown by `max_growth_mib` since the last one, or `max_frozen_s` has passed, the
+collector collects even while busy (one pause, as CPython would have made anyway).
 """
 
 from __future__ import annotations
@@ -18,40 +23,76 @@ import gc
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+Mode = Literal["freeze", "collect"]
+
+
+def resident_mib() -> float | None:
+    """This process's resident memory (Linux); None where /proc is not there."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text(encoding="ascii").split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 @dataclass
 class QuietCollector:
     """Collect when the process used under `busy_share` of a core for `quiet_s` seconds.
 
-    Only after at least `min_young` middle-generation collections since the last full one, so a
-    worker at rest does not collect over and over for nothing.
+    Only after at least `min_young` middle-generation collections since its own last one, so a
+    worker at rest does not collect over and over for nothing. With `mode="freeze"` what survives
+    is frozen, and `max_growth_mib` / `max_frozen_s` bound the frozen garbage.
     """
 
+    mode: Mode = "freeze"
     quiet_s: float = 2.0
     busy_share: float = 0.05
     min_young: int = 3
     every_s: float = 0.25
-    young_since_full: int = 0
+    max_growth_mib: float = 256.0
+    max_frozen_s: float = 900.0
+    young_since_collect: int = 0
     collections: int = 0
+    forced: int = 0
     pauses_s: list[float] = field(default_factory=list)
+    _rss_after_mib: float | None = None
+    _collected_at: float = field(default_factory=time.monotonic)
 
     def _callback(self, phase: str, info: dict[str, int]) -> None:
-        if phase != "stop":
-            return
-        if info["generation"] == 2:
-            self.young_since_full = 0
-        elif info["generation"] == 1:
-            self.young_since_full += 1
+        if phase == "stop" and info["generation"] >= 1:
+            self.young_since_collect += 1
 
     def due(self, quiet_for_s: float) -> bool:
-        return quiet_for_s >= self.quiet_s and self.young_since_full >= self.min_young
+        return quiet_for_s >= self.quiet_s and self.young_since_collect >= self.min_young
+
+    def overdue(self) -> bool:
+        """Frozen garbage has grown past its bound: collect now, busy or not."""
+        if self.mode != "freeze" or self.young_since_collect < self.min_young:
+            return False
+        if time.monotonic() - self._collected_at >= self.max_frozen_s:
+            return True
+        rss = resident_mib()
+        return (
+            rss is not None
+            and self._rss_after_mib is not None
+            and rss - self._rss_after_mib >= self.max_growth_mib
+        )
 
     def collect(self) -> None:
         started = time.perf_counter()
+        if self.mode == "freeze":
+            gc.unfreeze()
         gc.collect()
+        if self.mode == "freeze":
+            gc.freeze()
         self.pauses_s.append(time.perf_counter() - started)
         self.collections += 1
+        self.young_since_collect = 0
+        self._collected_at = time.monotonic()
+        self._rss_after_mib = resident_mib()
 
     async def run(self) -> None:
         """Watch this process's CPU time; collect in a quiet spell. Runs until cancelled."""
@@ -65,18 +106,26 @@ class QuietCollector:
                 cpu = now_cpu
                 if busy:
                     quiet_since = now
-                elif self.due(now - quiet_since):
+                if (not busy and self.due(now - quiet_since)) or self.overdue():
+                    self.forced += busy
                     self.collect()
                     cpu, quiet_since = time.process_time(), time.monotonic()
         finally:
             gc.callbacks.remove(self._callback)
+            if self.mode == "freeze":
+                gc.unfreeze()  # leave the process as it found it: everything collectable again
 
 
 def quiet_collector_from_env() -> QuietCollector | None:
-    """The collector the worker runs, unless `HOSTLIFE_QUIET_GC=0`."""
-    if os.environ.get("HOSTLIFE_QUIET_GC", "") == "0":
+    """The collector the worker runs: `HOSTLIFE_QUIET_GC` = `freeze` (default), `collect`, `0`."""
+    value = os.environ.get("HOSTLIFE_QUIET_GC", "").strip().lower()
+    if value == "0":
         return None
-    return QuietCollector()
+    if value in ("", "1", "freeze"):
+        return QuietCollector(mode="freeze")
+    if value == "collect":
+        return QuietCollector(mode="collect")
+    raise ValueError(f"HOSTLIFE_QUIET_GC={value!r}: expected freeze (the default), collect or 0")
 
 
 def start_quiet_collector(stack: contextlib.AsyncExitStack) -> QuietCollector | None:

@@ -1,4 +1,5 @@
-"""The worker's quiet-time full collection: it runs in a lull after work, never while busy."""
+"""The worker's quiet-time full collection: it runs in a lull after work, not while busy, and what
+it freezes is freed again at the next one or once it has grown past its bound."""
 
 from __future__ import annotations
 
@@ -6,10 +7,25 @@ import asyncio
 import gc
 import threading
 import time
+import weakref
+from collections.abc import Iterator
 
 import pytest
 
 from starter.quiet_gc import QuietCollector, quiet_collector_from_env
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_frozen() -> Iterator[None]:
+    yield
+    gc.unfreeze()
+
+
+class Node:
+    """A reference cycle, as a cached workflow's sandbox is full of: only the collector frees it."""
+
+    def __init__(self) -> None:
+        self.me = self
 
 
 def full_collections() -> int:
@@ -32,7 +48,7 @@ async def test_a_lull_after_work_gets_one_full_collection() -> None:
     task.cancel()
     assert collector.collections == 1  # then nothing is pending: no second one for nothing
     assert full_collections() >= before + 1
-    assert collector.young_since_full == 0
+    assert collector.young_since_collect == 0
     assert collector.pauses_s and collector.pauses_s[0] > 0
 
 
@@ -68,5 +84,91 @@ async def test_a_busy_process_is_left_to_the_automatic_collector() -> None:
 def test_the_worker_runs_it_unless_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HOSTLIFE_QUIET_GC", raising=False)
     assert isinstance(quiet_collector_from_env(), QuietCollector)
+    collector = quiet_collector_from_env()
+    assert collector is not None and collector.mode == "freeze"
+    monkeypatch.setenv("HOSTLIFE_QUIET_GC", "collect")
+    collector = quiet_collector_from_env()
+    assert collector is not None and collector.mode == "collect"
     monkeypatch.setenv("HOSTLIFE_QUIET_GC", "0")
     assert quiet_collector_from_env() is None
+    monkeypatch.setenv("HOSTLIFE_QUIET_GC", "sometimes")
+    with pytest.raises(ValueError, match="HOSTLIFE_QUIET_GC='sometimes'"):
+        quiet_collector_from_env()
+
+
+def test_what_was_frozen_is_freed_at_the_next_quiet_collection() -> None:
+    collector = QuietCollector()
+    node = Node()
+    alive = weakref.ref(node)
+    collector.collect()  # node survives and is frozen: automatic collections no longer walk it
+    assert gc.get_freeze_count() > 0
+    del node
+    gc.collect()
+    assert alive() is not None  # the price of freezing: frozen garbage waits
+    collector.collect()
+    assert alive() is None
+
+
+def test_collect_mode_freezes_nothing() -> None:
+    collector = QuietCollector(mode="collect")
+    node = Node()
+    alive = weakref.ref(node)
+    collector.collect()
+    assert gc.get_freeze_count() == 0
+    del node
+    gc.collect()
+    assert alive() is None
+
+
+async def busy_for(seconds: float, collector: QuietCollector, *, grow_mib: int = 0) -> list[bytes]:
+    """Keep the process busy (CPU in another thread, as activities and the core use) meanwhile."""
+    await asyncio.sleep(0.01)  # the collector is watching
+    busy_until = time.monotonic() + seconds
+
+    def spin() -> None:
+        while time.monotonic() < busy_until:
+            sum(range(1000))
+
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    some_work(3)
+    grown = [b"\x01" * 2**20 for _ in range(grow_mib)]  # touched pages: resident memory grows
+    await asyncio.sleep(seconds)
+    spinner.join()
+    return grown
+
+
+async def test_frozen_garbage_past_its_memory_bound_is_collected_even_when_busy() -> None:
+    collector = QuietCollector(quiet_s=30, every_s=0.05, min_young=1, max_growth_mib=64)
+    collector.collect()
+    task = asyncio.create_task(collector.run())
+    held = await busy_for(0.6, collector, grow_mib=16)
+    assert collector.forced == 0  # grown, but not past the bound
+    held += await busy_for(0.6, collector, grow_mib=96)
+    task.cancel()
+    assert collector.forced == 1
+    assert collector.collections == 2
+    del held
+
+
+async def test_frozen_garbage_is_collected_after_max_frozen_s_even_when_busy() -> None:
+    collector = QuietCollector(quiet_s=30, every_s=0.05, min_young=1, max_frozen_s=0.5)
+    collector.collect()
+    task = asyncio.create_task(collector.run())
+    await busy_for(0.9, collector)
+    task.cancel()
+    await asyncio.sleep(0)
+    assert collector.forced >= 1
+
+
+async def test_the_collector_leaves_nothing_frozen_when_it_stops() -> None:
+    collector = QuietCollector(quiet_s=0.1, every_s=0.05, min_young=1)
+    task = asyncio.create_task(collector.run())
+    await asyncio.sleep(0.01)
+    some_work(2)
+    await asyncio.sleep(0.4)
+    assert collector.collections == 1 and gc.get_freeze_count() > 0
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert gc.get_freeze_count() == 0
