@@ -76,6 +76,20 @@ def cpu_seconds(pid: int | str = "self") -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores of the machine have spent busy so far (/proc/stat, not idle or iowait).
+
+    Beside the worker's and the server's own CPU it says whether the machine itself was the
+    limit: at 1.9 busy cores of 2 every process waits for a core, whatever its own code costs.
+    """
+    try:
+        first = Path("/proc/stat").read_text(encoding="ascii").splitlines()[0].split()
+    except (OSError, IndexError):
+        return 0.0
+    ticks = [int(value) for value in first[1:9]]  # user nice system idle iowait irq softirq steal
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
 class GcPauses:
     """The garbage collector's pauses while it is watching (`gc.callbacks`), per generation.
 

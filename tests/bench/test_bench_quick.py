@@ -47,6 +47,16 @@ def test_percentile_is_nearest_rank() -> None:
     assert common.percentile([], 99) == 0.0
 
 
+def test_machine_busy_seconds_counts_this_process_burning_a_core() -> None:
+    """The machine's busy time grows at least by what this process alone spends on the CPU."""
+    before_machine, before_self = common.machine_busy_seconds(), common.cpu_seconds()
+    while common.cpu_seconds() - before_self < 0.3:
+        sum(range(10_000))
+    spent_self = common.cpu_seconds() - before_self
+    # /proc/stat and /proc/self/stat tick apart by a tick or two: allow 0.05 s of slack
+    assert common.machine_busy_seconds() - before_machine >= spent_self - 0.05
+
+
 def test_payment_latency_with_worker_processes(tmp_path: Path) -> None:
     """The workers in two processes of their own: stamps, counts and pauses come back from them."""
     done = subprocess.run(
@@ -66,3 +76,4 @@ def test_payment_latency_with_worker_processes(tmp_path: Path) -> None:
     assert result["per_payment"]["workflow_tasks"] >= 1  # counted in the worker processes
     assert result["per_payment"]["activities"] >= 1
     assert result["rss_mib_with_all_open"]["worker_process"] > 0  # read from the worker pids
+    assert result["during_load"]["machine_busy_cores"] > 0
