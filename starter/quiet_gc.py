@@ -6,12 +6,14 @@ runs (docs/BENCHMARKS.md, fifth and sixth passes). It comes when enough objects 
 since the last one, which is to say in the middle of work: a burst of payments (a bank statement
 import, a batch of card payments) meets it and every payment of the burst waits.
 
-`QuietCollector` runs that collection itself once the process has been quiet for a while, then
-(by default) `gc.freeze()`s what survived: the cached sandboxes, the imported modules. CPython's
-automatic full collections then walk only what was made since, which is small, so a burst after
-a lull pays milliseconds, not half a second. The price is that a frozen object that becomes
-garbage (a workflow evicted from the cache) is only freed at the next quiet collection; so when
-the process has grown by `max_growth_mib` since the last one, or `max_frozen_s` has passed, the
+`QuietCollector` runs that collection itself once the process has been quiet for a while. By
+default it also `gc.freeze()`s the old generation as it grows, a moment after each collection of
+the middle generation has promoted survivors into it: freezing is a list splice, no pause. So
+CPython's automatic full collections walk only what survived since the last freeze, which is
+small, and a burst pays milliseconds, not half a second, even when no lull came before it. The
+price is that a frozen object that becomes garbage (a workflow evicted from the cache) is only
+freed at the next quiet collection (`gc.unfreeze(); gc.collect(); gc.freeze()`); so when the
+process has grown by `max_growth_mib` since the last one, or `max_frozen_s` has passed, the
 collector collects even while busy (one pause, as CPython would have made anyway).
 """
 
@@ -43,8 +45,9 @@ class QuietCollector:
     """Collect when the process used under `busy_share` of a core for `quiet_s` seconds.
 
     Only after at least `min_young` middle-generation collections since its own last one, so a
-    worker at rest does not collect over and over for nothing. With `mode="freeze"` what survives
-    is frozen, and `max_growth_mib` / `max_frozen_s` bound the frozen garbage.
+    worker at rest does not collect over and over for nothing. With `mode="freeze"` the old
+    generation is frozen as it grows and after every collection, and `max_growth_mib` /
+    `max_frozen_s` bound the frozen garbage.
     """
 
     mode: Mode = "freeze"
@@ -57,13 +60,16 @@ class QuietCollector:
     young_since_collect: int = 0
     collections: int = 0
     forced: int = 0
+    freezes: int = 0
     pauses_s: list[float] = field(default_factory=list)
     _rss_after_mib: float | None = None
+    _promoted: bool = False  # a middle-generation collection moved survivors to the old one
     _collected_at: float = field(default_factory=time.monotonic)
 
     def _callback(self, phase: str, info: dict[str, int]) -> None:
         if phase == "stop" and info["generation"] >= 1:
             self.young_since_collect += 1
+            self._promoted = True
 
     def due(self, quiet_for_s: float) -> bool:
         return quiet_for_s >= self.quiet_s and self.young_since_collect >= self.min_young
@@ -89,14 +95,22 @@ class QuietCollector:
         if self.mode == "freeze":
             gc.freeze()
         self.pauses_s.append(time.perf_counter() - started)
+        self._promoted = False
         self.collections += 1
         self.young_since_collect = 0
         self._collected_at = time.monotonic()
         self._rss_after_mib = resident_mib()
 
+    def freeze(self) -> None:
+        """Move the survivors promoted since the last freeze out of the automatic collector's walk."""
+        gc.freeze()
+        self._promoted = False
+        self.freezes += 1
+
     async def run(self) -> None:
         """Watch this process's CPU time; collect in a quiet spell. Runs until cancelled."""
         gc.callbacks.append(self._callback)
+        self._rss_after_mib = self._rss_after_mib or resident_mib()  # the bound counts from here
         try:
             cpu, quiet_since = time.process_time(), time.monotonic()
             while True:
@@ -110,6 +124,8 @@ class QuietCollector:
                     self.forced += busy
                     self.collect()
                     cpu, quiet_since = time.process_time(), time.monotonic()
+                elif self.mode == "freeze" and self._promoted:
+                    self.freeze()
         finally:
             gc.callbacks.remove(self._callback)
             if self.mode == "freeze":

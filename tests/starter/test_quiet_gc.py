@@ -81,6 +81,36 @@ async def test_a_busy_process_is_left_to_the_automatic_collector() -> None:
     assert collector.collections == 1
 
 
+async def test_a_busy_process_freezes_its_old_generation_without_a_pause() -> None:
+    """No lull needed: what the middle generation promotes is frozen, so the automatic full
+    collections of a burst no longer walk it; freed at the next quiet collection."""
+    collector = QuietCollector(quiet_s=30, every_s=0.05, min_young=1)
+    task = asyncio.create_task(collector.run())
+    await asyncio.sleep(0.01)
+    node = Node()
+    alive = weakref.ref(node)
+    gc.collect(1)  # a middle-generation collection: node survives into the old generation
+    await asyncio.sleep(0.2)
+    assert collector.freezes >= 1 and collector.collections == 0
+    assert gc.get_freeze_count() > 0
+    del node
+    gc.collect()  # what CPython's automatic full collection would do: frozen, so not walked
+    assert alive() is not None
+    task.cancel()
+    collector.collect()
+    assert alive() is None
+
+
+async def test_collect_mode_never_freezes() -> None:
+    collector = QuietCollector(mode="collect", quiet_s=30, every_s=0.05, min_young=1)
+    task = asyncio.create_task(collector.run())
+    await asyncio.sleep(0.01)
+    gc.collect(1)
+    await asyncio.sleep(0.2)
+    task.cancel()
+    assert collector.freezes == 0 and gc.get_freeze_count() == 0
+
+
 def test_the_worker_runs_it_unless_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HOSTLIFE_QUIET_GC", raising=False)
     assert isinstance(quiet_collector_from_env(), QuietCollector)
