@@ -222,13 +222,41 @@ class WorkerMetrics:
         )
         self.counts: dict[str, int] = {}
         self.workflow_task_ms: list[float] = []
+        self.values: dict[str, list[float]] = {}
 
     def collect(self) -> None:
         for update in self.buffer.retrieve_updates():
             name = update.metric.name
             self.counts[name] = self.counts.get(name, 0) + 1
+            self.values.setdefault(name, []).append(float(update.value))
             if name == self.WORKFLOW_TASK:
                 self.workflow_task_ms.append(float(update.value))
+
+    def mark(self) -> dict[str, int]:
+        """Where each metric's values stand now, for `summary_since`."""
+        self.collect()
+        return {name: len(values) for name, values in self.values.items()}
+
+    def summary_since(self, mark: dict[str, int]) -> dict[str, dict[str, float]]:
+        """Every SDK metric recorded since `mark`: count, sum, p50 / p99 / max of its values.
+
+        The latencies are in ms; where a payment's time went (waiting in a task queue:
+        `*_schedule_to_start_latency`; running: `*_execution_latency`; replaying an evicted
+        workflow: `temporal_workflow_task_replay_latency`, `temporal_sticky_cache_miss`).
+        """
+        self.collect()
+        summary: dict[str, dict[str, float]] = {}
+        for name, values in sorted(self.values.items()):
+            recent = values[mark.get(name, 0) :]
+            if recent:
+                summary[name] = {
+                    "count": len(recent),
+                    "sum": round(sum(recent), 1),
+                    "p50": round(percentile(recent, 50), 1),
+                    "p99": round(percentile(recent, 99), 1),
+                    "max": round(max(recent), 1),
+                }
+        return summary
 
     def count(self, name: str) -> int:
         self.collect()

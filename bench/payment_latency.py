@@ -223,6 +223,14 @@ async def floor_phase(
     }
 
 
+def quiet_collector_counts(workers: BenchWorkers) -> dict[str, int] | None:
+    """What the in-process workers' quiet collector did over the whole run (None in processes)."""
+    collector = getattr(workers, "collector", None)
+    if collector is None:
+        return None
+    return {"collections": collector.collections, "forced": collector.forced, "freezes": collector.freezes}
+
+
 def per_payment(paid: int, cpu: tuple[float, float], counts: tuple[int, int]) -> dict[str, float]:
     """CPU milliseconds and worker round trips per payment during the load."""
     return {
@@ -357,6 +365,7 @@ async def run(
             answers[service_id] = (status, time.monotonic() - posted[service_id], outcome)
 
         counts0 = (workers.workflow_tasks, workers.activities)
+        sdk_mark = server.metrics.mark()  # the in-process workers' SDK metrics (not other processes')
         cpu0 = (workers.cpu_seconds(), cpu_seconds(server.pid), cpu_seconds())
         busy0 = machine_busy_seconds()
         t0 = time.monotonic() + 0.5
@@ -377,6 +386,7 @@ async def run(
         # Every answer is in, so the workflow tasks and activities of each payment are all counted
         # (including the receipt mail and any continue-as-new that follow the power-on).
         counts = (workers.workflow_tasks - counts0[0], workers.activities - counts0[1])
+        sdk_metrics = None if processes else server.metrics.summary_since(sdk_mark)
         sent_s = max(posted.values()) - min(posted.values())
         floor_result = (
             await floor_phase(server, executor, paid, rate, options, concurrency) if floor else None
@@ -415,6 +425,8 @@ async def run(
         "target_p99_ms": 1000,
         "worker_options": options,
         "per_payment": per_payment(paid, cpu, counts),
+        "sdk_metrics_during_load": sdk_metrics,
+        "quiet_collector": quiet_collector_counts(workers),
         "gc_pauses_during_load": workers.gc_pauses(*load_window),
         "gc_pauses_in_quiet_spell": workers.gc_pauses(*quiet_window)["generation_2"],
         "bench_process_gc_pauses_during_load": bench_gc_pauses.summary() if processes else None,

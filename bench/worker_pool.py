@@ -36,7 +36,7 @@ from activities.platform import RecordingPlatform
 from activities.registrar import RecordingRegistrar
 from bench.common import DevServer, WorkerMetrics, cpu_seconds, rss_bytes
 from bench.lifecycle_throughput import CountingMailer
-from starter.quiet_gc import start_quiet_collector
+from starter.quiet_gc import QuietCollector, start_quiet_collector
 
 Stamp = Callable[[str, str, float], None]
 
@@ -168,6 +168,7 @@ class InProcessWorkers:
         self.off_at: dict[str, float] = {}
         self.on_at: dict[str, float] = {}
         self.pause_log = PauseLog()
+        self.collector: QuietCollector | None = None
 
     def stamp(self, kind: str, vm_name: str, at: float) -> None:
         (self.off_at if kind == "off" else self.on_at).setdefault(vm_name, at)
@@ -207,7 +208,7 @@ async def in_process_workers(
                 server.client, adapters, task_queue=config.task_queue, executor=executor, **config.options
             ):
                 await stack.enter_async_context(worker)
-            start_quiet_collector(stack)  # as worker.py does
+            workers.collector = start_quiet_collector(stack)  # as worker.py does
             yield workers
 
 

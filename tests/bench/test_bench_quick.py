@@ -38,6 +38,10 @@ def test_benchmark_runs_in_quick_mode_and_writes_its_result(name: str, tmp_path:
     assert result["benchmark"] == name
     assert result["machine"]["cores"] >= 1
     assert result["command"]
+    if name == "payment_latency":  # where the time went, from the in-process workers' SDK metrics
+        sdk = result["sdk_metrics_during_load"]
+        assert sdk["temporal_workflow_task_schedule_to_start_latency"]["count"] >= 1
+        assert sdk["temporal_activity_execution_latency"]["count"] >= 1
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -77,3 +81,4 @@ def test_payment_latency_with_worker_processes(tmp_path: Path) -> None:
     assert result["per_payment"]["activities"] >= 1
     assert result["rss_mib_with_all_open"]["worker_process"] > 0  # read from the worker pids
     assert result["during_load"]["machine_busy_cores"] > 0
+    assert result["sdk_metrics_during_load"] is None  # those are in the worker processes
