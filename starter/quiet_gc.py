@@ -13,8 +13,9 @@ CPython's automatic full collections walk only what survived since the last free
 small, and a burst pays milliseconds, not half a second, even when no lull came before it. The
 price is that a frozen object that becomes garbage (a workflow evicted from the cache) is only
 freed at the next quiet collection (`gc.unfreeze(); gc.collect(); gc.freeze()`); so when the
-process has grown by `max_growth_mib` since the last one, or `max_frozen_s` has passed, the
-collector collects even while busy (one pause, as CPython would have made anyway).
+the process's allocated memory blocks have grown by a quarter since the last one (near CPython's
+own rule for a full collection, counted net of what was freed), or its resident memory by
+`max_growth_mib`, or `max_frozen_s` has passed, the collector collects even while busy (one pause, as CPython would have made anyway).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import asyncio
 import contextlib
 import gc
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,8 +48,9 @@ class QuietCollector:
 
     Only after at least `min_young` middle-generation collections since its own last one, so a
     worker at rest does not collect over and over for nothing. With `mode="freeze"` the old
-    generation is frozen as it grows and after every collection, and `max_growth_mib` /
-    `max_frozen_s` bound the frozen garbage.
+    generation is frozen as it grows and after every collection, and `growth_ratio` (of
+    allocated blocks, at least `min_growth_blocks`), `max_growth_mib` and `max_frozen_s` bound the
+    frozen garbage.
     """
 
     mode: Mode = "freeze"
@@ -55,6 +58,8 @@ class QuietCollector:
     busy_share: float = 0.05
     min_young: int = 3
     every_s: float = 0.25
+    growth_ratio: float = 0.25
+    min_growth_blocks: int = 200_000
     max_growth_mib: float = 256.0
     max_frozen_s: float = 900.0
     young_since_collect: int = 0
@@ -63,6 +68,7 @@ class QuietCollector:
     freezes: int = 0
     pauses_s: list[float] = field(default_factory=list)
     _rss_after_mib: float | None = None
+    _blocks_after: int = 0  # allocated blocks right after the last collection: what was alive
     _promoted: bool = False  # a middle-generation collection moved survivors to the old one
     _collected_at: float = field(default_factory=time.monotonic)
 
@@ -79,6 +85,9 @@ class QuietCollector:
         if self.mode != "freeze" or self.young_since_collect < self.min_young:
             return False
         if time.monotonic() - self._collected_at >= self.max_frozen_s:
+            return True
+        growth = sys.getallocatedblocks() - self._blocks_after  # O(1), unlike counting frozen objects
+        if growth >= max(self.min_growth_blocks, self.growth_ratio * self._blocks_after):
             return True
         rss = resident_mib()
         return (
@@ -100,6 +109,7 @@ class QuietCollector:
         self.young_since_collect = 0
         self._collected_at = time.monotonic()
         self._rss_after_mib = resident_mib()
+        self._blocks_after = sys.getallocatedblocks()
 
     def freeze(self) -> None:
         """Move the survivors promoted since the last freeze out of the automatic collector's walk."""
@@ -110,7 +120,9 @@ class QuietCollector:
     async def run(self) -> None:
         """Watch this process's CPU time; collect in a quiet spell. Runs until cancelled."""
         gc.callbacks.append(self._callback)
-        self._rss_after_mib = self._rss_after_mib or resident_mib()  # the bound counts from here
+        if not self.collections:  # the bounds count from what is alive when the worker starts
+            self._rss_after_mib = resident_mib()
+            self._blocks_after = sys.getallocatedblocks()
         try:
             cpu, quiet_since = time.process_time(), time.monotonic()
             while True:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 import threading
 import time
 import weakref
@@ -85,13 +86,14 @@ async def test_a_busy_process_freezes_its_old_generation_without_a_pause() -> No
     """No lull needed: what the middle generation promotes is frozen, so the automatic full
     collections of a burst no longer walk it; freed at the next quiet collection."""
     collector = QuietCollector(quiet_s=30, every_s=0.05, min_young=1)
+    collector.collect()  # what is alive now is the baseline of the bound, as in a running worker
     task = asyncio.create_task(collector.run())
     await asyncio.sleep(0.01)
     node = Node()
     alive = weakref.ref(node)
     gc.collect(1)  # a middle-generation collection: node survives into the old generation
     await asyncio.sleep(0.2)
-    assert collector.freezes >= 1 and collector.collections == 0
+    assert collector.freezes >= 1 and collector.collections == 1
     assert gc.get_freeze_count() > 0
     del node
     gc.collect()  # what CPython's automatic full collection would do: frozen, so not walked
@@ -179,6 +181,22 @@ async def test_frozen_garbage_past_its_memory_bound_is_collected_even_when_busy(
     assert collector.forced == 1
     assert collector.collections == 2
     del held
+
+
+async def test_allocations_grown_by_the_ratio_are_collected_even_when_busy() -> None:
+    """Near CPython's own rule (a quarter more), counted on the allocated memory blocks."""
+    collector = QuietCollector(quiet_s=30, every_s=0.05, min_young=1, min_growth_blocks=1_000)
+    collector.collect()
+    alive = sys.getallocatedblocks()
+    task = asyncio.create_task(collector.run())
+    garbage = [Node() for _ in range(alive // 16)]  # a node is one or two blocks: under the bound
+    await busy_for(0.4, collector)
+    assert collector.freezes >= 1 and collector.forced == 0
+    garbage += [Node() for _ in range(alive // 4)]  # now over a quarter more
+    await busy_for(0.4, collector)
+    task.cancel()
+    assert collector.forced == 1
+    del garbage
 
 
 async def test_frozen_garbage_is_collected_after_max_frozen_s_even_when_busy() -> None:
