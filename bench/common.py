@@ -76,18 +76,23 @@ def cpu_seconds(pid: int | str = "self") -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
-def machine_busy_seconds() -> float:
-    """CPU seconds all cores of the machine have spent busy so far (/proc/stat, not idle or iowait).
+def machine_busy_seconds() -> tuple[float, float, float]:
+    """CPU seconds all cores of the machine have spent busy so far, stolen, waiting on disk.
 
     Beside the worker's and the server's own CPU it says whether the machine itself was the
     limit: at 1.9 busy cores of 2 every process waits for a core, whatever its own code costs.
+    Stolen time is when a virtual machine wanted a core and its host ran someone else: a run
+    with much of it was slowed by a neighbour, not by its own work. Waiting on disk (iowait) is
+    the dev server's SQLite syncing its writes while no other work was ready.
     """
     try:
         first = Path("/proc/stat").read_text(encoding="ascii").splitlines()[0].split()
     except (OSError, IndexError):
-        return 0.0
+        return 0.0, 0.0, 0.0
     ticks = [int(value) for value in first[1:9]]  # user nice system idle iowait irq softirq steal
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+    per_second = os.sysconf("SC_CLK_TCK")
+    busy = sum(ticks[:7]) - ticks[3] - ticks[4]
+    return busy / per_second, ticks[7] / per_second, ticks[4] / per_second
 
 
 class GcPauses:

@@ -199,7 +199,9 @@ async def floor_phase(
                 await wait_until(lambda: all(i in POWERED_ON for i in ids), "every floor power-on", 120)
         load_s = time.monotonic() - t0
         cpu = (cpu_seconds() - cpu0[0], cpu_seconds(server.pid) - cpu0[1])
-        busy = machine_busy_seconds() - busy0
+        busy, stolen, iowait = (
+            now - before for now, before in zip(machine_busy_seconds(), busy0, strict=True)
+        )
         counts = (server.metrics.workflow_tasks - counts0[0], server.metrics.activities - counts0[1])
     latencies = [1000 * (POWERED_ON[i] - posted[i]) for i in ids if i in POWERED_ON]
     return {
@@ -217,6 +219,8 @@ async def floor_phase(
             "worker_process_cpu_s": round(cpu[0], 2),
             "server_cpu_s": round(cpu[1], 2),
             "machine_busy_cores": round(busy / load_s, 2),
+            "machine_stolen_cores": round(stolen / load_s, 2),
+            "machine_iowait_cores": round(iowait / load_s, 2),
         },
         "per_payment": per_payment(paid, cpu, counts),
         "gc_pauses_during_load": gc_pauses.summary(),
@@ -379,7 +383,9 @@ async def run(
         load_window = (t0, t0 + load_s)
         cpu = (workers.cpu_seconds() - cpu0[0], cpu_seconds(server.pid) - cpu0[1])
         bench_cpu = cpu_seconds() - cpu0[2]
-        busy = machine_busy_seconds() - busy0
+        busy, stolen, iowait = (
+            now - before for now, before in zip(machine_busy_seconds(), busy0, strict=True)
+        )
         if processes:  # the ingress and the load generator run here, apart from the workers
             cpu = (cpu[0] + bench_cpu, cpu[1])
         await asyncio.sleep(0.5)  # the counters of worker processes are pulled every 0.1 s
@@ -438,6 +444,8 @@ async def run(
             "worker_process_cpu_s": round(cpu[0], 2),
             "server_cpu_s": round(cpu[1], 2),
             "machine_busy_cores": round(busy / load_s, 2),
+            "machine_stolen_cores": round(stolen / load_s, 2),
+            "machine_iowait_cores": round(iowait / load_s, 2),
         },
         "rss_mib_with_all_open": {
             "worker_process": round(mib(worker_rss), 1),
@@ -469,8 +477,9 @@ async def run(
                 f"{result['per_payment']['workflow_tasks']} / {result['per_payment']['activities']}",
             ),
             (
-                "machine busy during load: cores of",
-                f"{result['during_load']['machine_busy_cores']} / {os.cpu_count()}",
+                "machine busy during load: cores of (stolen)",
+                f"{result['during_load']['machine_busy_cores']} / {os.cpu_count()}"
+                f" (stolen {result['during_load']['machine_stolen_cores']})",
             ),
             (
                 "full GC pauses during load: count / max ms",

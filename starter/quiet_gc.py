@@ -7,8 +7,10 @@ since the last one, which is to say in the middle of work: a burst of payments (
 import, a batch of card payments) meets it and every payment of the burst waits.
 
 `QuietCollector` runs that collection itself once the process has been quiet for a while. By
-default it also `gc.freeze()`s the old generation as it grows, a moment after each collection of
-the middle generation has promoted survivors into it: freezing is a list splice, no pause. So
+default it also `gc.freeze()`s the old generation as it grows: right after each collection of the
+middle generation, when the young generations are empty and everything left has survived two
+collections (short-lived cycles, such as a payment's, die young and are not frozen). Freezing is
+a list splice, no pause. So
 CPython's automatic full collections walk only what survived since the last freeze, which is
 small, and a burst pays milliseconds, not half a second, even when no lull came before it. The
 price is that a frozen object that becomes garbage (a workflow evicted from the cache) is only
@@ -69,13 +71,15 @@ class QuietCollector:
     pauses_s: list[float] = field(default_factory=list)
     _rss_after_mib: float | None = None
     _blocks_after: int = 0  # allocated blocks right after the last collection: what was alive
-    _promoted: bool = False  # a middle-generation collection moved survivors to the old one
     _collected_at: float = field(default_factory=time.monotonic)
 
     def _callback(self, phase: str, info: dict[str, int]) -> None:
         if phase == "stop" and info["generation"] >= 1:
             self.young_since_collect += 1
-            self._promoted = True
+            if self.mode == "freeze":
+                # Only survivors are left, all in the old generation: freeze them. The collection
+                # is over (this is its "stop" callback) and freezing only splices lists.
+                self.freeze()
 
     def due(self, quiet_for_s: float) -> bool:
         return quiet_for_s >= self.quiet_s and self.young_since_collect >= self.min_young
@@ -104,7 +108,6 @@ class QuietCollector:
         if self.mode == "freeze":
             gc.freeze()
         self.pauses_s.append(time.perf_counter() - started)
-        self._promoted = False
         self.collections += 1
         self.young_since_collect = 0
         self._collected_at = time.monotonic()
@@ -114,7 +117,6 @@ class QuietCollector:
     def freeze(self) -> None:
         """Move the survivors promoted since the last freeze out of the automatic collector's walk."""
         gc.freeze()
-        self._promoted = False
         self.freezes += 1
 
     async def run(self) -> None:
@@ -136,8 +138,6 @@ class QuietCollector:
                     self.forced += busy
                     self.collect()
                     cpu, quiet_since = time.process_time(), time.monotonic()
-                elif self.mode == "freeze" and self._promoted:
-                    self.freeze()
         finally:
             gc.callbacks.remove(self._callback)
             if self.mode == "freeze":

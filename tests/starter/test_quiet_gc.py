@@ -103,6 +103,23 @@ async def test_a_busy_process_freezes_its_old_generation_without_a_pause() -> No
     assert alive() is None
 
 
+async def test_short_lived_cycles_are_not_frozen() -> None:
+    """A payment's cycles die young: only what survived a middle-generation collection is frozen."""
+    collector = QuietCollector(quiet_s=30, every_s=0.05, min_young=1)
+    collector.collect()
+    task = asyncio.create_task(collector.run())
+    await asyncio.sleep(0.01)
+    gc.collect(1)  # survivors promoted and frozen
+    node = Node()
+    alive = weakref.ref(node)
+    del node  # garbage while still young
+    await asyncio.sleep(0.2)  # ticks of the collector in between
+    gc.collect(1)  # the next young collection frees it
+    task.cancel()
+    assert collector.freezes >= 2
+    assert alive() is None
+
+
 async def test_collect_mode_never_freezes() -> None:
     collector = QuietCollector(mode="collect", quiet_s=30, every_s=0.05, min_young=1)
     task = asyncio.create_task(collector.run())
