@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,22 +20,28 @@ from bench.__main__ import BENCHMARKS
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("name", BENCHMARKS)
-def test_benchmark_runs_in_quick_mode_and_writes_its_result(name: str, tmp_path: Path) -> None:
-    # A child process: each benchmark owns its event loop, servers and Temporal runtime.
+def run_quick(name: str, results: Path, *flags: str) -> dict[str, Any]:
+    """`python -m bench NAME --quick` in a child process (each benchmark owns its event loop,
+    servers and Temporal runtime); the result it wrote to `results`."""
     done = subprocess.run(
-        [sys.executable, "-m", "bench", name, "--quick"],
+        [sys.executable, "-m", "bench", name, "--quick", *flags],
         cwd=ROOT,
-        env={**os.environ, "HOSTLIFE_BENCH_RESULTS": str(tmp_path)},
+        env={**os.environ, "HOSTLIFE_BENCH_RESULTS": str(results)},
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    written = list(tmp_path.rglob(f"{name}.json"))
+    written = list(results.rglob(f"{name}.json"))
     assert written, f"no {name}.json written; stderr: {done.stderr[-2000:]}"
-    result = json.loads(written[0].read_text(encoding="utf-8"))
+    result: dict[str, Any] = json.loads(written[0].read_text(encoding="utf-8"))
+    return result
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_benchmark_runs_in_quick_mode_and_writes_its_result(name: str, tmp_path: Path) -> None:
+    result = run_quick(name, tmp_path)
     assert result["benchmark"] == name
     assert result["machine"]["cores"] >= 1
     assert result["command"]
@@ -65,17 +72,7 @@ def test_machine_busy_seconds_counts_this_process_burning_a_core() -> None:
 
 def test_payment_latency_with_worker_processes(tmp_path: Path) -> None:
     """The workers in two processes of their own: stamps, counts and pauses come back from them."""
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "payment_latency", "--quick", "--worker-processes", "2"],
-        cwd=ROOT,
-        env={**os.environ, "HOSTLIFE_BENCH_RESULTS": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    result = json.loads(next(tmp_path.rglob("payment_latency.json")).read_text(encoding="utf-8"))
+    result = run_quick("payment_latency", tmp_path, "--worker-processes", "2")
     assert result["parameters"]["worker_processes"] == 2
     assert result["not_powered_on"] == 0
     assert result["answers"] == ["200 applied"]
