@@ -227,22 +227,23 @@ class WorkerMetrics:
         )
         self.counts: dict[str, int] = {}
         self.workflow_task_ms: list[float] = []
-        self.values: dict[str, list[float]] = {}
+        self.values: dict[str, list[float]] | None = None  # only from `mark` to `summary_since_mark`
 
     def collect(self) -> None:
         for update in self.buffer.retrieve_updates():
             name = update.metric.name
             self.counts[name] = self.counts.get(name, 0) + 1
-            self.values.setdefault(name, []).append(float(update.value))
+            if self.values is not None:
+                self.values.setdefault(name, []).append(float(update.value))
             if name == self.WORKFLOW_TASK:
                 self.workflow_task_ms.append(float(update.value))
 
-    def mark(self) -> dict[str, int]:
-        """Where each metric's values stand now, for `summary_since`."""
+    def mark(self) -> None:
+        """Start keeping every metric's values (not kept otherwise: a long run would pile them up)."""
         self.collect()
-        return {name: len(values) for name, values in self.values.items()}
+        self.values = {}
 
-    def summary_since(self, mark: dict[str, int]) -> dict[str, dict[str, float]]:
+    def summary_since_mark(self) -> dict[str, dict[str, float]]:
         """Every SDK metric recorded since `mark`: count, sum, p50 / p99 / max of its values.
 
         The latencies are in ms; where a payment's time went (waiting in a task queue:
@@ -250,9 +251,9 @@ class WorkerMetrics:
         workflow: `temporal_workflow_task_replay_latency`, `temporal_sticky_cache_miss`).
         """
         self.collect()
+        values, self.values = self.values or {}, None
         summary: dict[str, dict[str, float]] = {}
-        for name, values in sorted(self.values.items()):
-            recent = values[mark.get(name, 0) :]
+        for name, recent in sorted(values.items()):
             if recent:
                 summary[name] = {
                     "count": len(recent),

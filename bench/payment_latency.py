@@ -369,7 +369,7 @@ async def run(
             answers[service_id] = (status, time.monotonic() - posted[service_id], outcome)
 
         counts0 = (workers.workflow_tasks, workers.activities)
-        sdk_mark = server.metrics.mark()  # the in-process workers' SDK metrics (not other processes')
+        server.metrics.mark()  # the in-process workers' SDK metrics (not other processes')
         cpu0 = (workers.cpu_seconds(), cpu_seconds(server.pid), cpu_seconds())
         busy0 = machine_busy_seconds()
         t0 = time.monotonic() + 0.5
@@ -392,7 +392,7 @@ async def run(
         # Every answer is in, so the workflow tasks and activities of each payment are all counted
         # (including the receipt mail and any continue-as-new that follow the power-on).
         counts = (workers.workflow_tasks - counts0[0], workers.activities - counts0[1])
-        sdk_metrics = None if processes else server.metrics.summary_since(sdk_mark)
+        sdk_metrics = None if processes else server.metrics.summary_since_mark()
         sent_s = max(posted.values()) - min(posted.values())
         floor_result = (
             await floor_phase(server, executor, paid, rate, options, concurrency) if floor else None
