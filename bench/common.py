@@ -76,7 +76,7 @@ def cpu_seconds(pid: int | str = "self") -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
-def machine_busy_seconds() -> tuple[float, float, float]:
+def machine_cpu_seconds() -> tuple[float, float, float]:
     """CPU seconds all cores of the machine have spent busy so far, stolen, waiting on disk.
 
     Beside the worker's and the server's own CPU it says whether the machine itself was the
@@ -93,6 +93,16 @@ def machine_busy_seconds() -> tuple[float, float, float]:
     per_second = os.sysconf("SC_CLK_TCK")
     busy = sum(ticks[:7]) - ticks[3] - ticks[4]
     return busy / per_second, ticks[7] / per_second, ticks[4] / per_second
+
+
+def machine_cores_since(before: tuple[float, float, float], seconds: float) -> dict[str, float]:
+    """The machine's busy, stolen and iowait cores over the `seconds` since `before` was read."""
+    busy, stolen, iowait = (now - then for now, then in zip(machine_cpu_seconds(), before, strict=True))
+    return {
+        "machine_busy_cores": round(busy / seconds, 2),
+        "machine_stolen_cores": round(stolen / seconds, 2),
+        "machine_iowait_cores": round(iowait / seconds, 2),
+    }
 
 
 class GcPauses:

@@ -41,7 +41,8 @@ from bench.common import (
     cpu_seconds,
     dev_server,
     gather_limited,
-    machine_busy_seconds,
+    machine_cores_since,
+    machine_cpu_seconds,
     mib,
     percentile,
     print_table,
@@ -191,7 +192,7 @@ async def floor_phase(
 
         counts0 = (server.metrics.workflow_tasks, server.metrics.activities)
         cpu0 = (cpu_seconds(), cpu_seconds(server.pid))
-        busy0 = machine_busy_seconds()
+        machine0 = machine_cpu_seconds()
         t0 = time.monotonic() + 0.5
         with GcPauses() as gc_pauses:
             await asyncio.gather(*(pay(k, t0 + k / rate) for k in range(paid)))
@@ -199,9 +200,7 @@ async def floor_phase(
                 await wait_until(lambda: all(i in POWERED_ON for i in ids), "every floor power-on", 120)
         load_s = time.monotonic() - t0
         cpu = (cpu_seconds() - cpu0[0], cpu_seconds(server.pid) - cpu0[1])
-        busy, stolen, iowait = (
-            now - before for now, before in zip(machine_busy_seconds(), busy0, strict=True)
-        )
+        machine = machine_cores_since(machine0, load_s)
         counts = (server.metrics.workflow_tasks - counts0[0], server.metrics.activities - counts0[1])
     latencies = [1000 * (POWERED_ON[i] - posted[i]) for i in ids if i in POWERED_ON]
     return {
@@ -218,9 +217,7 @@ async def floor_phase(
             "seconds": round(load_s, 1),
             "worker_process_cpu_s": round(cpu[0], 2),
             "server_cpu_s": round(cpu[1], 2),
-            "machine_busy_cores": round(busy / load_s, 2),
-            "machine_stolen_cores": round(stolen / load_s, 2),
-            "machine_iowait_cores": round(iowait / load_s, 2),
+            **machine,
         },
         "per_payment": per_payment(paid, cpu, counts),
         "gc_pauses_during_load": gc_pauses.summary(),
@@ -371,7 +368,7 @@ async def run(
         counts0 = (workers.workflow_tasks, workers.activities)
         server.metrics.mark()  # the in-process workers' SDK metrics (not other processes')
         cpu0 = (workers.cpu_seconds(), cpu_seconds(server.pid), cpu_seconds())
-        busy0 = machine_busy_seconds()
+        machine0 = machine_cpu_seconds()
         t0 = time.monotonic() + 0.5
         with GcPauses() as bench_gc_pauses:
             await asyncio.gather(*(pay(k, t0 + k / rate) for k in range(paid)))
@@ -383,9 +380,7 @@ async def run(
         load_window = (t0, t0 + load_s)
         cpu = (workers.cpu_seconds() - cpu0[0], cpu_seconds(server.pid) - cpu0[1])
         bench_cpu = cpu_seconds() - cpu0[2]
-        busy, stolen, iowait = (
-            now - before for now, before in zip(machine_busy_seconds(), busy0, strict=True)
-        )
+        machine = machine_cores_since(machine0, load_s)
         if processes:  # the ingress and the load generator run here, apart from the workers
             cpu = (cpu[0] + bench_cpu, cpu[1])
         await asyncio.sleep(0.5)  # the counters of worker processes are pulled every 0.1 s
@@ -443,9 +438,7 @@ async def run(
             "seconds": round(load_s, 1),
             "worker_process_cpu_s": round(cpu[0], 2),
             "server_cpu_s": round(cpu[1], 2),
-            "machine_busy_cores": round(busy / load_s, 2),
-            "machine_stolen_cores": round(stolen / load_s, 2),
-            "machine_iowait_cores": round(iowait / load_s, 2),
+            **machine,
         },
         "rss_mib_with_all_open": {
             "worker_process": round(mib(worker_rss), 1),

@@ -58,14 +58,14 @@ def test_percentile_is_nearest_rank() -> None:
     assert common.percentile([], 99) == 0.0
 
 
-def test_machine_busy_seconds_counts_this_process_burning_a_core() -> None:
+def test_machine_cpu_seconds_counts_this_process_burning_a_core() -> None:
     """The machine's busy time grows at least by what this process alone spends on the CPU."""
-    before_machine, before_self = common.machine_busy_seconds()[0], common.cpu_seconds()
+    before_machine, before_self = common.machine_cpu_seconds()[0], common.cpu_seconds()
     while common.cpu_seconds() - before_self < 0.3:
         sum(range(10_000))
     spent_self = common.cpu_seconds() - before_self
     # /proc/stat and /proc/self/stat tick apart by a tick or two: allow 0.05 s of slack
-    busy, stolen, iowait = common.machine_busy_seconds()
+    busy, stolen, iowait = common.machine_cpu_seconds()
     assert busy - before_machine >= spent_self - 0.05
     assert stolen >= 0 and iowait >= 0
 
